@@ -1,0 +1,256 @@
+"""The one configuration schema of emoflow.
+
+Every stage reads its own section (``cfg.denoise``, ``cfg.emotion`` ...). A section's hash
+keys the artefacts that stage produces, so a rerun with an unchanged section reuses them.
+
+Hashes are computed from canonical JSON of plain values (never from pickles of pydantic
+models), so they are identical across processes and Python sessions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent.parent / "configs" / "default.yaml"
+
+
+class ConfigError(ValueError):
+    """A config file or an override is invalid; the message is one line for the user."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class AudioConfig(_Section):
+    sample_rate: Literal[16000] = 16000
+    min_duration_s: float = Field(0.5, ge=0.025)
+    max_duration_s: float = Field(4 * 3600.0, gt=0)
+    silence_dbfs: float = Field(-60.0, le=0)
+    on_truncated: Literal["error", "warn"] = "error"
+    extensions: list[str] = Field(
+        default_factory=lambda: [
+            ".wav", ".flac", ".mp3", ".m4a", ".aac", ".ogg", ".oga", ".opus", ".webm", ".mp4",
+            ".wma", ".aif", ".aiff", ".au", ".caf",
+        ]
+    )
+
+
+class DenoiseConfig(_Section):
+    enabled: bool = True
+    method: Literal["stationary", "non_stationary", "rnnoise"] = "stationary"
+    prop_decrease: float = Field(0.9, ge=0.0, le=1.0)
+    n_fft: int = Field(512, ge=64)
+    n_std_thresh_stationary: float = Field(1.0, gt=0)
+    noise_profile: Literal["speech_activity", "whole_file"] = "speech_activity"
+    min_noise_s: float = Field(1.0, ge=0)
+    vad_threshold: float = Field(0.5, gt=0, lt=1)
+
+
+class DiarizationConfig(_Section):
+    pipeline: str = "offline"
+    segmentation_model: str = "pyannote/segmentation-3.0"
+    embedding_model: str = "campplus_cn_en_common"
+    clustering_threshold: float = Field(0.75, gt=0, lt=2)
+    min_cluster_size: int = Field(12, ge=1)
+    num_speakers: int | None = Field(None, ge=1)
+    min_speakers: int | None = Field(None, ge=1)
+    max_speakers: int | None = Field(None, ge=1)
+    exclude_overlap: bool = True
+    segmentation_batch_size: int = Field(32, ge=1)
+    embedding_batch_size: int = Field(32, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @model_validator(mode="after")
+    def _speaker_bounds(self) -> "DiarizationConfig":
+        lo, hi = self.min_speakers, self.max_speakers
+        if lo is not None and hi is not None and lo > hi:
+            raise ValueError(f"min_speakers ({lo}) is greater than max_speakers ({hi})")
+        return self
+
+
+class SegmentationConfig(_Section):
+    min_s: float = Field(1.5, gt=0)
+    max_s: float = Field(10.0, gt=0)
+    merge_gap_s: float = Field(0.3, ge=0)
+    split_search_s: float = Field(2.0, ge=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "SegmentationConfig":
+        if self.max_s < 2 * self.min_s:
+            raise ValueError(
+                f"max_s ({self.max_s}) must be at least twice min_s ({self.min_s}) "
+                "so long turns can be split into pieces within bounds"
+            )
+        return self
+
+
+class EmotionConfig(_Section):
+    model: str = "iic/emotion2vec_plus_large"
+    hub: Literal["auto", "modelscope", "huggingface"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    audio: Literal["denoised", "original"] = "denoised"
+    batch_seconds: float = Field(60.0, gt=0)
+    threads: int = Field(0, ge=0)
+
+
+class ScreenConfig(_Section):
+    threshold: float = Field(0.70, ge=0.0, le=1.0)
+
+
+class DrilldownConfig(_Section):
+    enabled: bool = True
+    smooth_s: float = Field(0.0, ge=0)
+    frame_hop_s: float = Field(0.02, ge=0.02)
+    min_run_s: float = Field(0.2, ge=0)
+
+
+class ExportConfig(_Section):
+    embeddings: Literal["high_confidence", "all", "none"] = "high_confidence"
+    denoised_audio: bool = False
+    csv: bool = True
+
+
+class ReportConfig(_Section):
+    enabled: bool = True
+    timeline_png: bool = True
+    lowest_confidence_rows: int = Field(20, ge=0)
+    audio_players: bool = True
+
+
+class RunnerConfig(_Section):
+    kind: Literal["thread", "dask"] = "thread"
+    address: str | None = None
+    max_workers: int = Field(1, ge=1)
+    retries: int = Field(1, ge=0)
+    retry_delay_s: float = Field(2.0, ge=0)
+
+
+class Config(_Section):
+    audio: AudioConfig = Field(default_factory=AudioConfig)
+    denoise: DenoiseConfig = Field(default_factory=DenoiseConfig)
+    diarization: DiarizationConfig = Field(default_factory=DiarizationConfig)
+    segmentation: SegmentationConfig = Field(default_factory=SegmentationConfig)
+    emotion: EmotionConfig = Field(default_factory=EmotionConfig)
+    screen: ScreenConfig = Field(default_factory=ScreenConfig)
+    drilldown: DrilldownConfig = Field(default_factory=DrilldownConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
+    runner: RunnerConfig = Field(default_factory=RunnerConfig)
+
+    def to_plain(self) -> dict[str, Any]:
+        """The config as plain JSON-compatible values."""
+        return self.model_dump(mode="json")
+
+    def section_hash(self, name: str) -> str:
+        """sha256 of one section's canonical JSON."""
+        return canonical_hash(getattr(self, name).model_dump(mode="json"))
+
+    def sha256(self) -> str:
+        """sha256 of the whole resolved config."""
+        return canonical_hash(self.to_plain())
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_plain(), sort_keys=False, allow_unicode=True)
+
+
+SECTIONS: tuple[str, ...] = tuple(Config.model_fields)
+
+
+def canonical_hash(value: Any) -> str:
+    """sha256 of ``value`` as canonical JSON (sorted keys, no whitespace)."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _one_line(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        parts.append(f"{loc}: {e['msg']}" if loc else e["msg"])
+    return "; ".join(parts)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``section.key=value`` into a key path and a YAML-typed value."""
+    key, sep, raw = text.partition("=")
+    path = [p for p in key.strip().split(".") if p]
+    if not sep or len(path) < 2:
+        raise ConfigError(f"--set {text!r}: expected section.key=value (e.g. screen.threshold=0.6)")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return path, value
+
+
+def _apply(tree: dict[str, Any], path: list[str], value: Any, text: str) -> None:
+    if path[0] not in SECTIONS:
+        raise ConfigError(f"--set {text!r}: unknown section {path[0]!r} (one of {', '.join(SECTIONS)})")
+    node = tree
+    model: type[BaseModel] = Config
+    for part in path[:-1]:
+        fields = model.model_fields
+        if part not in fields:
+            raise ConfigError(f"--set {text!r}: unknown key {part!r}")
+        model = fields[part].annotation  # type: ignore[assignment]
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {text!r}: {part!r} is not a section")
+    last = path[-1]
+    if isinstance(model, type) and issubclass(model, BaseModel) and last not in model.model_fields:
+        known = ", ".join(model.model_fields)
+        raise ConfigError(f"--set {text!r}: unknown key {last!r} in {'.'.join(path[:-1])} (known: {known})")
+    node[last] = value
+
+
+def load_config(path: str | os.PathLike[str] | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load a YAML config (defaults when ``path`` is None), apply ``--set`` overrides, validate.
+
+    Raises
+    ------
+    ConfigError
+        With a one-line message naming the file or override and the reason.
+    """
+    tree: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: config file not found")
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" (line {mark.line + 1})" if mark is not None else ""
+            raise ConfigError(f"{p}: not valid YAML{where}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: expected a mapping of sections at the top level")
+        tree = loaded
+    for text in overrides:
+        keys, value = parse_override(text)
+        _apply(tree, keys, value, text)
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as exc:
+        where = "--set" if overrides and source == "defaults" else source
+        if overrides:
+            where = f"{source} with --set {' '.join(overrides)}"
+        raise ConfigError(f"invalid config ({where}): {_one_line(exc)}") from None
+
+
+def write_config(cfg: Config, path: str | os.PathLike[str]) -> Path:
+    """Write the resolved config as YAML, atomically."""
+    from tasks.storage import atomic_write_text
+
+    return atomic_write_text(Path(path), cfg.to_yaml())

@@ -1,0 +1,58 @@
+"""Shared fixtures: real data paths, a tiny random emotion2vec, an isolated Prefect."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+SHARED_DATA = SHARED / "data"
+
+# Tests never touch the network or the user's caches.
+os.environ.setdefault("EMOFLOW_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    """A seeded random generator (same numbers every run)."""
+    return np.random.default_rng(20261125)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data``: real recordings (AMI, LibriSpeech, noise)."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"{SHARED_DATA} not present")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_caches(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Model cache and checksum cache in a tmp dir, so tests never read the user's."""
+    os.environ["EMOFLOW_MODEL_DIR"] = str(tmp_path_factory.mktemp("model-cache") / "models")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny randomly initialised emotion2vec directory (funasr's own class, small dims)."""
+    from tasks.testmodels import build_emotion2vec_dir
+
+    return build_emotion2vec_dir(tmp_path_factory.mktemp("emotion2vec_tiny"), size="tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def prefect_harness(tmp_path_factory: pytest.TempPathFactory):
+    """An isolated Prefect (tmp PREFECT_HOME, ephemeral server) shared by the whole session."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    os.environ["PREFECT_HOME"] = str(home)
+    os.environ["PREFECT_LOCAL_STORAGE_PATH"] = str(home / "storage")
+    os.environ["PREFECT_RESULTS_PERSIST_BY_DEFAULT"] = "false"
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield home
