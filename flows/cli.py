@@ -1,0 +1,205 @@
+"""The ``emoflow`` command line.
+
+Exit codes of ``emoflow run``: 0 every input processed; 1 some inputs failed (see
+failures.csv); 2 usage, config or model error.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="emoflow: who felt what, when, in long noisy multi-speaker recordings.",
+    pretty_exceptions_enable=False,
+)
+models_app = typer.Typer(no_args_is_help=True, help="List, fetch and verify the models emoflow uses.")
+evaluate_app = typer.Typer(no_args_is_help=True, help="Score a run against references.")
+app.add_typer(models_app, name="models")
+app.add_typer(evaluate_app, name="evaluate")
+
+EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> None:
+    typer.echo(f"emoflow: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _config(config: Optional[Path], sets: list[str]):
+    from tasks.config import ConfigError, load_config
+
+    try:
+        return load_config(config, sets)
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def run(
+    inputs: list[Path] = typer.Argument(..., help="Audio files or folders (searched recursively)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (default: configs/default.yaml)."),
+    out: Path = typer.Option(Path("runs/latest"), "--out", "-o", help="Run directory."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config key: section.key=value (repeatable)."),
+) -> None:
+    """Analyse recordings: denoise, diarize, segment, emotion screen, drill down, export."""
+    cfg = _config(config, set_)
+    from flows.pipeline import RunError, run_pipeline
+
+    try:
+        summary = run_pipeline([str(p) for p in inputs], config=cfg, out_dir=out)
+    except RunError as exc:
+        _fail(str(exc))
+    typer.echo(summary.describe())
+    raise typer.Exit(EXIT_FAILURES if summary.failed else EXIT_OK)
+
+
+@app.command()
+def serve(
+    inbox: Path = typer.Option(..., "--inbox", help="Folder watched for new recordings."),
+    cron: str = typer.Option("*/10 * * * *", "--cron", help="Cron schedule of the inbox scan."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c"),
+    out: Path = typer.Option(Path("runs/inbox"), "--out", "-o", help="Output root (one run dir per scan)."),
+    set_: list[str] = typer.Option([], "--set"),
+) -> None:
+    """Serve a Prefect deployment that processes new inbox files on a cron schedule."""
+    cfg = _config(config, set_)
+    from flows.serve import ServeError, serve_inbox
+
+    try:
+        serve_inbox(inbox=inbox, cron=cron, config=cfg, out_root=out)
+    except ServeError as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def ui(
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(7860, "--port"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c"),
+    set_: list[str] = typer.Option([], "--set"),
+) -> None:
+    """Start the single-file web UI."""
+    cfg = _config(config, set_)
+    from flows.ui import launch_ui
+
+    launch_ui(host=host, port=port, config=cfg)
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None:
+    """Rebuild report.html (and timeline plots) of a run."""
+    if not (run_dir / "manifest.json").is_file():
+        _fail(f"{run_dir}: not a run directory (no manifest.json)")
+    from tasks.report import build_report
+
+    typer.echo(str(build_report(run_dir)))
+
+
+@app.command()
+def similar(
+    run_dir: Path = typer.Argument(...),
+    segment_id: str = typer.Argument(...),
+    top: int = typer.Option(10, "--top"),
+    runs: list[Path] = typer.Option([], "--runs", help="More run dirs to search."),
+) -> None:
+    """Segments whose embeddings are most similar (cosine) to SEGMENT_ID."""
+    from tasks.embeddings import EmbeddingError, similar as find_similar
+
+    try:
+        table = find_similar([run_dir, *runs], segment_id, top=top)
+    except EmbeddingError as exc:
+        _fail(str(exc))
+    typer.echo(table.to_string(index=False))
+
+
+@app.command()
+def cluster(
+    run_dir: Path = typer.Argument(...),
+    k: str = typer.Option("auto", "--k", help="Number of clusters or 'auto' (silhouette)."),
+    runs: list[Path] = typer.Option([], "--runs", help="More run dirs to include."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Where clusters.csv/png go (default RUN_DIR)."),
+) -> None:
+    """k-means over exported embeddings; writes clusters.csv and clusters.png."""
+    from tasks.embeddings import EmbeddingError, cluster as run_cluster
+
+    kk: str | int = k if k == "auto" else int(k) if k.isdigit() else _fail(f"--k {k!r}: expected 'auto' or a number")  # type: ignore[assignment]
+    try:
+        table = run_cluster([run_dir, *runs], k=kk, out_dir=out or run_dir)
+    except EmbeddingError as exc:
+        _fail(str(exc))
+    typer.echo(table.groupby("cluster").size().to_string())
+
+
+@evaluate_app.command("diarization")
+def evaluate_diarization(
+    run_dir: Path = typer.Argument(...),
+    reference: Path = typer.Option(..., "--reference", help="Reference RTTM."),
+    uem: Optional[Path] = typer.Option(None, "--uem", help="Scored regions (UEM)."),
+) -> None:
+    """DER, missed, false alarm and confusion per recording and in total."""
+    from tasks.evaluate import EvaluationError, evaluate_diarization as evaluate
+
+    try:
+        table = evaluate(run_dir, reference, uem=uem)
+    except EvaluationError as exc:
+        _fail(str(exc))
+    typer.echo(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Known models and where each would be loaded from (no download)."""
+    from tasks.models import KNOWN_MODELS, status
+
+    for ref, known in KNOWN_MODELS.items():
+        source, where = status(ref, known.kind)
+        typer.echo(f"{known.kind:<13} {ref:<52} {source:<15} {where}")
+
+
+@models_app.command("pull")
+def models_pull(ref: str = typer.Argument("iic/emotion2vec_plus_large"), hub: str = typer.Option("auto", "--hub")) -> None:
+    """Download a hub model into the cache (with progress)."""
+    from tasks.models import KNOWN_MODELS, ModelUnavailableError, resolve
+
+    kind = KNOWN_MODELS[ref].kind if ref in KNOWN_MODELS else "emotion"
+    try:
+        model = resolve(ref, kind=kind, hub=hub)
+    except ModelUnavailableError as exc:
+        _fail(str(exc))
+    typer.echo(f"{model.ref}: {model.path} ({model.source}) sha256={model.sha256}")
+
+
+@models_app.command("verify")
+def models_verify(
+    config: Optional[Path] = typer.Option(None, "--config", "-c"),
+    set_: list[str] = typer.Option([], "--set"),
+) -> None:
+    """Resolve the configured models, checksum them and check they load."""
+    cfg = _config(config, set_)
+    from flows.pipeline import RunError, resolve_models
+
+    try:
+        models = resolve_models(cfg, load=True)
+    except RunError as exc:
+        _fail(str(exc))
+    for name, facts in models.items():
+        typer.echo(f"{name:<13} {facts['id']:<52} sha256={facts['sha256'][:16]}… {facts['path']}")
+
+
+def main() -> None:
+    """Console entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        typer.echo("emoflow: interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,402 @@
+"""The emoflow Prefect flow: per recording load → denoise → diarize → segment → emotion →
+screen/drill-down → export, then the run-level tables, manifest and report.
+
+Tasks pass small records (:class:`~flows.recording.RecordingJob`, :class:`~flows.recording.StageReport`);
+audio, embeddings and frame curves stay on disk as keyed artefacts, so a rerun recomputes only
+the stages whose inputs, config section, model or code changed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+from prefect.futures import PrefectFuture
+from prefect.states import State
+
+from flows.recording import STAGE_FUNCTIONS, STAGES, RecordingJob, StageReport, compute_keys
+from tasks.config import Config
+from tasks.records import assign_recording_ids
+from tasks.storage import atomic_write_json, sha256_file
+
+try:
+    from importlib.metadata import version as _version
+
+    EMOFLOW_VERSION = _version("emoflow")
+except Exception:  # not installed: running from a checkout
+    EMOFLOW_VERSION = "0.1.0"
+
+
+class RunError(Exception):
+    """The run cannot start (no inputs, a model is unavailable); the message is one line."""
+
+
+# ---------------------------------------------------------------------------------------------
+# inputs and models
+
+
+def discover_inputs(inputs: list[str], *, extensions: list[str]) -> tuple[list[Path], list[dict[str, str]]]:
+    """Expand files and folders (recursively, by extension) into a sorted list of files.
+
+    Missing paths become failure rows instead of stopping the run.
+    """
+    exts = {e.lower() for e in extensions}
+    files: list[Path] = []
+    failures: list[dict[str, str]] = []
+    for raw in inputs:
+        p = Path(raw)
+        if p.is_dir():
+            files.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in exts
+                                and not f.name.startswith(".")))
+        elif p.is_file():
+            files.append(p)
+        else:
+            failures.append({"input": str(p), "stage": "load", "error": "UnreadableInputError",
+                             "message": f"{p}: cannot read file (no such file or directory)"})
+    seen: set[Path] = set()
+    unique = []
+    for f in files:
+        r = f.resolve()
+        if r not in seen:
+            seen.add(r)
+            unique.append(f)
+    return unique, failures
+
+
+def resolve_models(config: Config, *, load: bool = False) -> dict[str, dict[str, Any]]:
+    """Resolve (and optionally load) every model the config needs; fail fast with a fix."""
+    from tasks.models import ModelUnavailableError, resolve
+    from tasks.testmodels import is_test_model
+
+    out: dict[str, dict[str, Any]] = {}
+    try:
+        emotion = resolve(config.emotion.model, kind="emotion", hub=config.emotion.hub)
+        out["emotion"] = {"id": config.emotion.model, "path": emotion.path, "sha256": emotion.sha256,
+                          "source": emotion.source, "is_test_model": is_test_model(emotion.path)}
+        if config.diarization.pipeline == "offline":
+            seg = resolve(config.diarization.segmentation_model, kind="segmentation")
+            emb = resolve(config.diarization.embedding_model, kind="embedding")
+            out["segmentation"] = {"id": seg.ref, "path": seg.path, "sha256": seg.sha256, "source": seg.source}
+            out["embedding"] = {"id": emb.ref, "path": emb.path, "sha256": emb.sha256, "source": emb.source}
+        else:
+            out["diarization_pipeline"] = {"id": config.diarization.pipeline, "path": "", "sha256": "",
+                                           "source": "pyannote"}
+    except ModelUnavailableError as exc:
+        raise RunError(str(exc)) from None
+    if load:
+        try:
+            from tasks.emotion import get_emotion_model
+
+            get_emotion_model(config.emotion)
+            from tasks.diarize import load_diarization_pipeline
+
+            load_diarization_pipeline(config.diarization)
+        except Exception as exc:  # loading errors are reported, not raised as tracebacks
+            raise RunError(f"model failed to load: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from None
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# tasks
+
+
+def _permanent(exc: BaseException) -> bool:
+    """Errors a retry cannot fix (bad input, missing model, bad config)."""
+    from tasks.audio import AudioError
+    from tasks.models import ModelUnavailableError
+
+    return isinstance(exc, (AudioError, ModelUnavailableError, ValueError, KeyError, TypeError, FileNotFoundError))
+
+
+def _retry_transient(task_obj: Any, task_run: Any, state: State) -> bool:
+    try:
+        state.result(raise_on_failure=True)
+    except BaseException as exc:  # noqa: BLE001 - we classify it
+        return not _permanent(exc)
+    return False
+
+
+def _stage_task(stage: str):
+    fn = STAGE_FUNCTIONS[stage]
+
+    def run_stage(job: RecordingJob, upstream: StageReport | None = None) -> StageReport:
+        return fn(job)
+
+    run_stage.__name__ = f"{stage}_stage"
+    run_stage.__doc__ = fn.__doc__
+    return task(name=stage, task_run_name=f"{stage}-{{job.recording_id}}", retry_condition_fn=_retry_transient,
+                persist_result=False, cache_policy=None)(run_stage)
+
+
+STAGE_TASKS = {stage: _stage_task(stage) for stage in STAGES}
+
+
+# ---------------------------------------------------------------------------------------------
+# the flow
+
+
+@dataclass
+class RunSummary:
+    out_dir: Path
+    recordings: int
+    failed: list[dict[str, str]] = field(default_factory=list)
+    segments: int = 0
+    drilled: int = 0
+    wall_s: float = 0.0
+    stage_s: float = 0.0
+    report: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"out_dir": str(self.out_dir), "recordings": self.recordings, "failed": self.failed,
+                "segments": self.segments, "drilled": self.drilled, "wall_s": self.wall_s,
+                "stage_s": self.stage_s, "report": self.report}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunSummary":
+        return cls(**{**d, "out_dir": Path(d["out_dir"])})
+
+    def describe(self) -> str:
+        lines = [f"emoflow: {self.recordings} recording(s) processed, {len(self.failed)} failed, "
+                 f"{self.segments} segment(s), {self.drilled} drilled; results in {self.out_dir}"]
+        for f in self.failed:
+            lines.append(f"  failed: {f['message']} [{f['stage']}]")
+        return "\n".join(lines)
+
+
+def _task_runner(config: Config):
+    if config.runner.kind == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        if config.runner.address:
+            return DaskTaskRunner(address=config.runner.address)
+        return DaskTaskRunner(cluster_kwargs={"n_workers": config.runner.max_workers, "threads_per_worker": 1,
+                                              "processes": True})
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    return ThreadPoolTaskRunner(max_workers=config.runner.max_workers)
+
+
+def _failure_row(job: RecordingJob, stage: str, exc: BaseException) -> dict[str, str]:
+    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if job.source_path not in message:
+        message = f"{job.source_path}: {message}"
+    return {"input": job.source_path, "stage": stage, "error": type(exc).__name__, "message": message[:500]}
+
+
+def _progress(total: int):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("[bold]emoflow[/bold] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("recordings · {task.fields[segments]} segments"), TimeElapsedColumn(),
+                    transient=False, disable=not sys.stderr.isatty() and os.environ.get("EMOFLOW_PROGRESS") != "1")
+
+
+@flow(name="emoflow", log_prints=False, persist_result=False)
+def emoflow_run(jobs: list[RecordingJob], run: dict[str, Any]) -> dict[str, Any]:
+    """Process recordings, then write the run's tables, manifest and report."""
+    from prefect import get_run_logger
+
+    logger = get_run_logger()
+    config = Config.model_validate(run["config"])
+    retries, delay = config.runner.retries, config.runner.retry_delay_s
+    tasks_ = {s: t.with_options(retries=retries, retry_delay_seconds=delay) for s, t in STAGE_TASKS.items()}
+    chains: list[list[PrefectFuture]] = []
+    for job in jobs:
+        futures: list[PrefectFuture] = []
+        upstream = None
+        for stage in STAGES:
+            upstream = tasks_[stage].submit(job, upstream)
+            futures.append(upstream)
+        chains.append(futures)
+    outcomes: list[dict[str, Any]] = []
+    total_segments = 0
+    with _progress(len(jobs)) as bar:
+        tid = bar.add_task("recordings", total=len(jobs), segments=0)
+        for job, futures in zip(jobs, chains):
+            reports: list[dict[str, Any]] = []
+            failure = None
+            for stage, fut in zip(STAGES, futures):
+                fut.wait()
+                state = fut.state
+                if state.is_completed():
+                    reports.append(fut.result().to_dict())
+                    continue
+                try:
+                    state.result(raise_on_failure=True)
+                except BaseException as exc:  # noqa: BLE001
+                    failure = _failure_row(job, stage, exc)
+                    logger.error("%s", failure["message"])
+                break
+            if failure is None:
+                seg_facts = next((r["facts"] for r in reports if r["stage"] == "export"), {})
+                total_segments += int(seg_facts.get("segments", 0) or 0)
+                logger.info("%s: %s", job.recording_id, ", ".join(f"{r['stage']} {r['status']}" for r in reports))
+            outcomes.append({"recording_id": job.recording_id, "reports": reports, "failure": failure})
+            bar.update(tid, advance=1, segments=total_segments)
+    summary = finalize(jobs, outcomes, run)
+    try:
+        _publish_artifacts(summary, config.sha256())
+    except Exception as exc:  # artifacts are a convenience; never lose results over them
+        logger.warning("could not publish Prefect artifacts: %s", exc)
+    return summary.to_dict()
+
+
+def _publish_artifacts(summary: "RunSummary", config_sha: str) -> None:
+    """A table artifact of the segments and a markdown summary (label × speaker counts)."""
+    import pandas as pd
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+    table = pd.read_parquet(summary.out_dir / "segments.parquet")
+    scored = table[table["label"] != ""]
+    rows = scored[["recording_id", "segment_id", "speaker", "start", "end", "label", "confidence", "drilled"]]
+    create_table_artifact(key="emoflow-segments", table=rows.head(500).round(3).to_dict(orient="records"),
+                          description=f"Segments (first 500 of {len(rows)}), config {config_sha[:8]}")
+    md = [f"# emoflow run (config {config_sha[:8]})", "",
+          f"{summary.recordings} recordings, {len(summary.failed)} failed, {summary.segments} segments, "
+          f"{summary.drilled} drilled (confidence below the threshold)", ""]
+    if len(scored):
+        counts = scored.pivot_table(index="speaker", columns="label", values="segment_id", aggfunc="count",
+                                    fill_value=0)
+        md.append("| speaker | " + " | ".join(counts.columns) + " |")
+        md.append("|---" * (len(counts.columns) + 1) + "|")
+        for spk, r in counts.iterrows():
+            md.append(f"| {spk} | " + " | ".join(str(int(v)) for v in r.values) + " |")
+    create_markdown_artifact(key="emoflow-summary", markdown="\n".join(md))
+
+
+def finalize(jobs: list[RecordingJob], outcomes: list[dict[str, Any]], run: dict[str, Any]) -> RunSummary:
+    """Write segments.parquet/.csv, embeddings, failures.csv, manifest.json and report.html."""
+    from tasks.export import write_failures, write_run_tables
+
+    config = Config.model_validate(run["config"])
+    out = Path(run["out_dir"])
+    failures = list(run["failures"])
+    ok_ids = []
+    recordings: dict[str, Any] = {}
+    for job, outcome in zip(jobs, outcomes):
+        if outcome["failure"] is not None:
+            failures.append(outcome["failure"])
+        else:
+            ok_ids.append(job.recording_id)
+        recordings[job.recording_id] = {
+            "source_path": job.source_path,
+            "stages": {r["stage"]: {"status": r["status"], "seconds": round(r["seconds"], 4)} for r in outcome["reports"]},
+            "facts": {r["stage"]: r["facts"] for r in outcome["reports"] if r["facts"]},
+            "failed": outcome["failure"],
+        }
+    t0 = time.perf_counter()
+    table = write_run_tables(out, ok_ids, csv_too=config.export.csv)
+    write_failures(out, failures)
+    summary = RunSummary(out_dir=out, recordings=len(ok_ids), failed=failures,
+                         segments=int((table["status"] == "ok").sum()) if len(table) else 0,
+                         drilled=int(table["drilled"].sum()) if len(table) else 0)
+    summary.stage_s = sum(s["seconds"] for r in recordings.values() for s in r["stages"].values())
+    summary.stage_s += time.perf_counter() - t0
+    _write_manifest(out, config, run, jobs, recordings, failures, summary)
+    if config.report.enabled:
+        t0 = time.perf_counter()
+        try:
+            from tasks.report import build_report
+
+            report_path = build_report(out, config=config.report)
+            summary.report = str(report_path.relative_to(out))
+        except Exception as exc:  # a report problem must not lose the results
+            failures.append({"input": str(out), "stage": "report", "error": type(exc).__name__,
+                             "message": f"{out}: report failed: {str(exc).splitlines()[0] if str(exc) else ''}"})
+            write_failures(out, failures)
+        summary.stage_s += time.perf_counter() - t0
+    summary.wall_s = time.perf_counter() - run["t_start"]
+    _write_manifest(out, config, run, jobs, recordings, failures, summary)
+    return summary
+
+
+def _write_manifest(out: Path, config: Config, run: dict[str, Any], jobs: list[RecordingJob],
+                    recordings: dict[str, Any], failures: list[dict[str, str]], summary: RunSummary) -> None:
+    inputs = []
+    for job in jobs:
+        facts = recordings.get(job.recording_id, {}).get("facts", {}).get("load", {})
+        inputs.append({"path": job.source_path, "recording_id": job.recording_id, "sha256": job.sha256,
+                       "duration": facts.get("duration"), "format": facts.get("format"),
+                       "silent": facts.get("silent"), "warnings": facts.get("warnings", [])})
+    manifest = {
+        "run_id": run["run_id"],
+        "run_name": run["run_name"],
+        "started": run["started"],
+        "finished": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "emoflow_version": EMOFLOW_VERSION,
+        "python": platform.python_version(),
+        "config": config.to_plain(),
+        "config_sha256": config.sha256(),
+        "section_sha256": {s: config.section_hash(s) for s in config.to_plain()},
+        "models": run["models"],
+        "inputs": inputs,
+        "recordings": recordings,
+        "failures": failures,
+        "totals": {"recordings": summary.recordings, "failed": len(failures), "segments": summary.segments,
+                   "drilled": summary.drilled, "stage_seconds": round(summary.stage_s, 3),
+                   "wall_seconds": round(time.perf_counter() - run["t_start"], 3)},
+        "report": summary.report,
+    }
+    atomic_write_json(out / "manifest.json", manifest)
+
+
+def server_configured() -> bool:
+    """Whether Prefect talks to a running server (PREFECT_API_URL) rather than an ephemeral one."""
+    from prefect.settings import PREFECT_API_URL
+
+    return bool(PREFECT_API_URL.value())
+
+
+def prepare_run(inputs: list[str], *, config: Config, out_dir: str | os.PathLike[str]) -> tuple[list[RecordingJob], dict[str, Any]]:
+    """Find inputs, resolve models (fail fast), hash inputs and compute every stage key."""
+    from tasks.artefacts import ArtefactStore
+    from tasks.config import write_config
+
+    t_start = time.perf_counter()
+    started = dt.datetime.now(dt.timezone.utc)
+    out = Path(out_dir)
+    files, failures = discover_inputs(inputs, extensions=config.audio.extensions)
+    if not files and not failures:
+        raise RunError(f"no audio files found in {' '.join(inputs)} (extensions: {' '.join(config.audio.extensions)})")
+    models = resolve_models(config)
+    out.mkdir(parents=True, exist_ok=True)
+    ArtefactStore(out / ".emoflow" / "artefacts").sweep()
+    write_config(config, out / "config.yaml")
+    readable: list[tuple[Path, str]] = []
+    for f in files:
+        try:
+            readable.append((f, sha256_file(f)))
+        except OSError as exc:
+            failures.append({"input": str(f), "stage": "load", "error": "UnreadableInputError",
+                             "message": f"{f}: cannot read file ({exc.strerror or exc})"})
+    ids = assign_recording_ids([(f.stem, sha) for f, sha in readable])
+    plain = config.to_plain()
+    jobs = [RecordingJob(recording_id=rid, source_path=str(f), sha256=sha, out_dir=str(out), config=plain,
+                         keys=compute_keys(sha256=sha, config=config, models=models), models=models)
+            for (f, sha), rid in zip(readable, ids)]
+    run = {"run_id": uuid.uuid4().hex, "run_name": f"emoflow-{config.sha256()[:8]}-{started.strftime('%Y%m%dT%H%M%S')}",
+           "started": started.isoformat(), "t_start": t_start, "out_dir": str(out), "config": plain,
+           "models": models, "failures": failures}
+    return jobs, run
+
+
+def run_pipeline(inputs: list[str], *, config: Config, out_dir: str | os.PathLike[str]) -> RunSummary:
+    """Run emoflow over ``inputs`` into ``out_dir``: the entry point of ``emoflow run``."""
+    jobs, run = prepare_run(inputs, config=config, out_dir=out_dir)
+    if not jobs:  # every input was unreadable: nothing to orchestrate
+        return finalize([], [], run)
+    if not server_configured():
+        print("emoflow: no Prefect server configured; starting a temporary one for this run (15-25 s). "
+              "For faster runs start one once (`prefect server start`) and "
+              "`prefect config set PREFECT_API_URL=http://127.0.0.1:4200/api`.", file=sys.stderr, flush=True)
+    flow_fn = emoflow_run.with_options(flow_run_name=run["run_name"], task_runner=_task_runner(config))
+    result = flow_fn(jobs, run)
+    return RunSummary.from_dict(result)

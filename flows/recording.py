@@ -1,0 +1,336 @@
+"""The stages of one recording, as plain functions over keyed artefacts.
+
+Each ``run_<stage>(job)`` reuses the stage's artefact when its key is unchanged, otherwise
+reads the previous stage's artefact from disk, calls the stage function from ``tasks/``, and
+commits its own artefact atomically. They return a small :class:`StageReport`; the Prefect
+tasks in :mod:`flows.pipeline` are thin wrappers around them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from tasks.artefacts import ArtefactStore, source_hash, stage_key
+from tasks.config import Config
+from tasks.records import EMOTIONS, Segment, Turn
+
+TASKS_DIR = Path(__file__).resolve().parent.parent / "tasks"
+STAGES: tuple[str, ...] = ("load", "denoise", "diarize", "segment", "emotion", "screen", "export")
+# The modules whose source is each stage's code version.
+STAGE_MODULES: dict[str, tuple[str, ...]] = {
+    "load": ("audio.py",),
+    "denoise": ("denoise.py", "vad.py"),
+    "diarize": ("diarize.py", "speaker_embedding.py"),
+    "segment": ("segment.py",),
+    "emotion": ("emotion.py", "emotion_fast.py"),
+    "screen": ("screen.py",),
+    "export": ("export.py",),
+}
+# The config sections each stage reads.
+STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
+    "load": ("audio",),
+    "denoise": ("denoise",),
+    "diarize": ("diarization",),
+    "segment": ("segmentation",),
+    "emotion": ("emotion",),
+    "screen": ("screen", "drilldown"),
+    "export": ("export",),
+}
+
+
+@dataclass(frozen=True)
+class RecordingJob:
+    """Everything a stage needs to know about one recording (small and picklable)."""
+
+    recording_id: str
+    source_path: str
+    sha256: str
+    out_dir: str
+    config: dict[str, Any]
+    keys: dict[str, str]
+    models: dict[str, dict[str, Any]]
+
+    @property
+    def cfg(self) -> Config:
+        return Config.model_validate(self.config)
+
+    @property
+    def store(self) -> ArtefactStore:
+        return ArtefactStore(Path(self.out_dir) / ".emoflow" / "artefacts")
+
+    def artefact(self, stage: str) -> Path:
+        path = self.store.get(stage, self.keys[stage])
+        if path is None:
+            raise RuntimeError(f"{self.recording_id}: artefact of stage {stage!r} is missing")
+        return path
+
+    @property
+    def recording_dir(self) -> Path:
+        return Path(self.out_dir) / "recordings" / self.recording_id
+
+
+@dataclass
+class StageReport:
+    """What a stage did for one recording."""
+
+    recording_id: str
+    stage: str
+    status: str  # computed | reused
+    seconds: float
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def compute_keys(*, sha256: str, config: Config, models: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """The artefact key of every stage: input hash, its sections, model checksums, code version."""
+    keys: dict[str, str] = {}
+    previous = sha256
+    model_of = {"denoise": ("segmentation",), "diarize": ("segmentation", "embedding"), "emotion": ("emotion",)}
+    for stage in STAGES:
+        sections = {s: config.section_hash(s) for s in STAGE_SECTIONS[stage]}
+        model_shas = [models.get(m, {}).get("sha256", "") for m in model_of.get(stage, ())]
+        code = source_hash(*(TASKS_DIR / m for m in STAGE_MODULES[stage]))
+        keys[stage] = stage_key(stage, previous, sections, model_shas, code)
+        previous = keys[stage]
+    # Which audio the emotion model hears changes what it computes: already in emotion's section.
+    return keys
+
+
+def _run(job: RecordingJob, stage: str, compute: Callable[[Path], dict[str, Any]]) -> StageReport:
+    store, key = job.store, job.keys[stage]
+    t0 = time.perf_counter()
+    if store.get(stage, key) is not None:
+        facts = store.meta(stage, key).get("facts", {})
+        return StageReport(job.recording_id, stage, "reused", time.perf_counter() - t0, facts)
+    tmp = store.begin(stage, key)
+    try:
+        facts = compute(tmp)
+        seconds = time.perf_counter() - t0
+        store.commit(stage, key, tmp, {"stage": stage, "key": key, "recording_id": job.recording_id,
+                                       "seconds": seconds, "facts": facts})
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return StageReport(job.recording_id, stage, "computed", seconds, facts)
+
+
+def _json(path: Path, value: Any) -> None:
+    path.write_text(json.dumps(value, indent=1, ensure_ascii=False))
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+# ---------------------------------------------------------------------------------------------
+# load
+
+
+def run_load(job: RecordingJob) -> StageReport:
+    """Decode the input to 16 kHz mono float32 (``audio.npy`` + ``info.json``)."""
+    from tasks.audio import load_audio
+
+    def compute(tmp: Path) -> dict[str, Any]:
+        audio, info = load_audio(job.source_path, config=job.cfg.audio)
+        np.save(tmp / "audio.npy", audio)
+        _json(tmp / "info.json", info.to_dict())
+        return {"duration": info.duration, "silent": info.silent, "warnings": info.warnings,
+                "format": {k: getattr(info, k) for k in ("container", "codec", "sample_rate", "channels",
+                                                          "sample_format", "bits_per_sample", "header_duration")}}
+
+    return _run(job, "load", compute)
+
+
+def load_original(job: RecordingJob, *, mmap: bool = True) -> np.ndarray:
+    return np.load(job.artefact("load") / "audio.npy", mmap_mode="r" if mmap else None)
+
+
+def load_denoised(job: RecordingJob, *, mmap: bool = True) -> np.ndarray:
+    path = job.artefact("denoise") / "denoised.npy"
+    if not path.is_file():  # denoise disabled: the original passes through
+        return load_original(job, mmap=mmap)
+    return np.load(path, mmap_mode="r" if mmap else None)
+
+
+# ---------------------------------------------------------------------------------------------
+# denoise
+
+
+def run_denoise(job: RecordingJob) -> StageReport:
+    """Denoise (``denoised.npy``) and estimate SNR before and after."""
+
+    def compute(tmp: Path) -> dict[str, Any]:
+        cfg = job.cfg
+        if not cfg.denoise.enabled:
+            return {"method": "none", "snr_before_db": None, "snr_after_db": None}
+        from tasks.denoise import denoise
+
+        audio = load_original(job, mmap=False)
+        clean, stats = denoise(audio, config=cfg.denoise)
+        np.save(tmp / "denoised.npy", clean.astype(np.float32, copy=False))
+        return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(stats).items()}
+
+    return _run(job, "denoise", compute)
+
+
+# ---------------------------------------------------------------------------------------------
+# diarize
+
+
+def run_diarize(job: RecordingJob) -> StageReport:
+    """Who spoke when: ``diarization.rttm`` (overlap-aware) and ``turns.json``."""
+
+    def compute(tmp: Path) -> dict[str, Any]:
+        from tasks.diarize import diarize, write_rttm
+
+        audio = np.asarray(load_denoised(job, mmap=False))
+        result = diarize(audio, recording_id=job.recording_id, config=job.cfg.diarization)
+        write_rttm(result.annotation, tmp / "diarization.rttm", uri=job.recording_id)
+        turns = [t.to_dict() for t in result.turns()]
+        overlaps = [list(o) for o in result.overlaps()]
+        _json(tmp / "turns.json", {"turns": turns, "overlaps": overlaps})
+        speakers = sorted({t["speaker"] for t in turns})
+        speech = sum(t["end"] - t["start"] for t in turns)
+        return {"speakers": speakers, "turns": len(turns), "speech_s": round(speech, 3),
+                "overlap_s": round(sum(e - s for s, e in overlaps), 3)}
+
+    return _run(job, "diarize", compute)
+
+
+# ---------------------------------------------------------------------------------------------
+# segment
+
+
+def run_segment(job: RecordingJob) -> StageReport:
+    """Single-speaker segments of ``min_s``–``max_s`` (``segments.json``)."""
+
+    def compute(tmp: Path) -> dict[str, Any]:
+        from tasks.segment import build_segments
+
+        data = _read_json(job.artefact("diarize") / "turns.json")
+        turns = [Turn.from_dict(t) for t in data["turns"]]
+        overlaps = [tuple(o) for o in data["overlaps"]]
+        audio = np.asarray(load_denoised(job))
+        segments = build_segments(turns, recording_id=job.recording_id, config=job.cfg.segmentation,
+                                  overlaps=overlaps, audio=audio)
+        _json(tmp / "segments.json", [s.to_dict() for s in segments])
+        counts = {st: sum(1 for s in segments if s.status == st) for st in ("ok", "too_short", "overlap")}
+        facts: dict[str, Any] = {"segments": len(segments), **counts}
+        if not segments:
+            facts["note"] = "no speech found: zero segments"
+        return facts
+
+    return _run(job, "segment", compute)
+
+
+def read_segments(job: RecordingJob) -> list[Segment]:
+    return [Segment.from_dict(s) for s in _read_json(job.artefact("segment") / "segments.json")]
+
+
+# ---------------------------------------------------------------------------------------------
+# emotion
+
+
+def run_emotion(job: RecordingJob) -> StageReport:
+    """One batched pass of the emotion model over the ``ok`` segments."""
+
+    def compute(tmp: Path) -> dict[str, Any]:
+        from tasks.emotion import get_emotion_model
+
+        cfg = job.cfg
+        segments = [s for s in read_segments(job) if s.status == "ok"]
+        audio = load_denoised(job) if cfg.emotion.audio == "denoised" else load_original(job)
+        sr = cfg.audio.sample_rate
+        clips = [np.asarray(audio[int(round(s.start * sr)) : int(round(s.end * sr))], dtype=np.float32)
+                 for s in segments]
+        model = get_emotion_model(cfg.emotion)
+        results = model.analyse(clips, batch_seconds=cfg.emotion.batch_seconds) if clips else []
+        n = len(results)
+        scores = np.stack([r.scores for r in results]).astype(np.float32) if n else np.zeros((0, 9), np.float32)
+        emb = (np.stack([r.embedding for r in results]).astype(np.float32) if n
+               else np.zeros((0, model.embed_dim), np.float32))
+        lengths = [r.frame_logits.shape[0] for r in results]
+        logits = (np.concatenate([r.frame_logits for r in results]).astype(np.float32) if n
+                  else np.zeros((0, 9), np.float32))
+        np.save(tmp / "scores.npy", scores)
+        np.save(tmp / "embeddings.npy", emb)
+        np.save(tmp / "frame_logits.npy", logits)
+        np.save(tmp / "frame_offsets.npy", np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
+        _json(tmp / "segment_ids.json", [s.segment_id for s in segments])
+        return {"segments": n, "seconds_of_audio": round(sum(c.size for c in clips) / sr, 3),
+                "model_sha256": model.sha256}
+
+    return _run(job, "emotion", compute)
+
+
+# ---------------------------------------------------------------------------------------------
+# screen + drill-down
+
+
+def run_screen(job: RecordingJob) -> StageReport:
+    """Labels and confidences; frame curves and their summary for drilled segments."""
+
+    def compute(tmp: Path) -> dict[str, Any]:
+        from tasks.emotion import SegmentEmotion
+        from tasks.screen import is_drilled, summarise_curve
+
+        cfg = job.cfg
+        art = job.artefact("emotion")
+        scores = np.load(art / "scores.npy")
+        logits = np.load(art / "frame_logits.npy")
+        offsets = np.load(art / "frame_offsets.npy")
+        ids = _read_json(art / "segment_ids.json")
+        by_id = {s.segment_id: s for s in read_segments(job)}
+        rows, frames = [], {}
+        for i, sid in enumerate(ids):
+            seg = by_id[sid]
+            conf = float(scores[i].max())
+            drilled = cfg.drilldown.enabled and is_drilled(conf, threshold=cfg.screen.threshold)
+            row: dict[str, Any] = {"segment_id": sid, "scores": [float(v) for v in scores[i]],
+                                   "label": EMOTIONS[int(scores[i].argmax())], "confidence": conf,
+                                   "drilled": bool(drilled)}
+            if drilled:
+                result = SegmentEmotion(scores=scores[i], frame_logits=logits[offsets[i] : offsets[i + 1]],
+                                        embedding=np.zeros(0, np.float32))
+                curve = result.frame_scores(smooth_s=cfg.drilldown.smooth_s, hop_s=cfg.drilldown.frame_hop_s)
+                frames[sid] = curve.astype(np.float32)
+                row["drilldown"] = summarise_curve(curve, hop_s=cfg.drilldown.frame_hop_s, offset_s=seg.start,
+                                                   min_run_s=cfg.drilldown.min_run_s)
+            rows.append(row)
+        _json(tmp / "screen.json", rows)
+        if frames:
+            np.savez(tmp / "frames.npz", **frames)
+        return {"screened": len(rows), "drilled": len(frames)}
+
+    return _run(job, "screen", compute)
+
+
+# ---------------------------------------------------------------------------------------------
+# export
+
+
+def run_export(job: RecordingJob) -> StageReport:
+    """Write the recording's contract files into ``recordings/<id>/``."""
+    from tasks.export import export_recording
+
+    t0 = time.perf_counter()
+    marker = job.recording_dir / ".export-key"
+    if marker.is_file() and marker.read_text().strip() == job.keys["export"]:
+        return StageReport(job.recording_id, "export", "reused", time.perf_counter() - t0, {})
+    facts = export_recording(job)
+    return StageReport(job.recording_id, "export", "computed", time.perf_counter() - t0, facts)
+
+
+STAGE_FUNCTIONS: dict[str, Callable[[RecordingJob], StageReport]] = {
+    "load": run_load, "denoise": run_denoise, "diarize": run_diarize, "segment": run_segment,
+    "emotion": run_emotion, "screen": run_screen, "export": run_export,
+}
