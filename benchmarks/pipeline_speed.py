@@ -1,0 +1,87 @@
+"""Pipeline speed: cold run vs rerun after changing only ``screen.threshold``, and overhead.
+
+Runs emoflow on the AMI excerpts in ``../shared/data/ami`` (10 train files by default) with a
+randomly initialised emotion2vec of the real large size (``--model tiny`` for a quick look),
+then reruns with ``--set screen.threshold=0.6``. Prints, measured in this one process:
+
+* cold wall time, the sum of stage compute times the manifest reports, and their ratio
+  (orchestration + I/O + hashing overhead);
+* the rerun's wall time and recomputed-stage time, as fractions of the cold run's.
+
+Start a Prefect server first (``prefect server start``, PREFECT_API_URL set) to measure what
+users with a server get; without one, the temporary server's start-up is part of each run.
+
+    python benchmarks/pipeline_speed.py [--files 10] [--model large|tiny|DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+AMI = ROOT.parent / "shared" / "data" / "ami"
+
+
+def _stage_seconds(manifest: dict, *, only_computed: bool) -> float:
+    return sum(s["seconds"] for r in manifest["recordings"].values() for s in r["stages"].values()
+               if not only_computed or s["status"] == "computed")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--files", type=int, default=10)
+    ap.add_argument("--model", default="large", help="large | tiny | a model directory")
+    args = ap.parse_args()
+
+    from flows.pipeline import run_pipeline, server_configured
+    from tasks.config import load_config
+    from tasks.testmodels import build_emotion2vec_dir
+
+    work = Path(tempfile.mkdtemp(prefix="emoflow-bench-"))
+    if args.model in ("large", "tiny"):
+        t0 = time.perf_counter()
+        model_dir = build_emotion2vec_dir(work / f"e2v-{args.model}", size=args.model)
+        print(f"built random {args.model} emotion2vec (TEST MODEL) in {time.perf_counter() - t0:.1f} s")
+    else:
+        model_dir = Path(args.model)
+    lst = (AMI / "debug.train.lst").read_text().split()
+    files = [str(AMI / f"{name}.flac") for name in lst[: args.files]]
+    out = work / "run"
+    print(f"server configured: {server_configured()}; {len(files)} files, out {out}")
+
+    base = [f"emotion.model={model_dir}"]
+    t0 = time.perf_counter()
+    run_pipeline(files, config=load_config(None, base), out_dir=out)
+    cold_wall = time.perf_counter() - t0
+    cold = json.loads((out / "manifest.json").read_text())
+    cold_stage = _stage_seconds(cold, only_computed=False)
+
+    t0 = time.perf_counter()
+    run_pipeline(files, config=load_config(None, [*base, "screen.threshold=0.6"]), out_dir=out)
+    re_wall = time.perf_counter() - t0
+    rerun = json.loads((out / "manifest.json").read_text())
+    re_stage = _stage_seconds(rerun, only_computed=True)
+    recomputed = sorted({st for r in rerun["recordings"].values() for st, s in r["stages"].items()
+                         if s["status"] == "computed"})
+
+    audio_s = sum(i["duration"] or 0 for i in cold["inputs"])
+    print(f"audio: {audio_s:.1f} s in {len(files)} files")
+    print(f"cold run: wall {cold_wall:.2f} s, stage compute {cold_stage:.2f} s, "
+          f"wall/compute {cold_wall / cold_stage:.3f} (target <= 1.25 with a running server)")
+    for stage in ("load", "denoise", "diarize", "segment", "emotion", "screen", "export"):
+        secs = sum(r["stages"][stage]["seconds"] for r in cold["recordings"].values() if stage in r["stages"])
+        print(f"  {stage:<8} {secs:8.2f} s")
+    print(f"rerun (screen.threshold=0.6): wall {re_wall:.2f} s, recomputed stages {recomputed}, "
+          f"their compute {re_stage:.2f} s")
+    print(f"rerun compute / cold compute {re_stage / cold_stage:.3f} (target <= 0.10); "
+          f"rerun wall / cold wall {re_wall / cold_wall:.3f} (target <= 0.15 with a running server)")
+
+
+if __name__ == "__main__":
+    main()
