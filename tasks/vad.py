@@ -133,7 +133,7 @@ def regions_from_probability(
             out[-1] = (out[-1][0], t1)
         else:
             out.append((t0, t1))
-    return [(round(a, 3), round(b, 3)) for a, b in out]
+    return [(round(float(a), 3), round(float(b), 3)) for a, b in out]
 
 
 def speech_regions(
