@@ -37,8 +37,8 @@ def inputs(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
     """Two real AMI excerpts (one as MP3) and two bad files."""
     d = tmp_path_factory.mktemp("inputs")
     shutil.copy(shared_data / "ami" / "dev00.flac", d / "dev00.flac")
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(shared_data / "ami" / "trn01.flac"),
-                    "-c:a", "libmp3lame", "-b:a", "64k", str(d / "trn01.mp3")], check=True)
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(shared_data / "ami" / "trn00.flac"),
+                    "-c:a", "libmp3lame", "-b:a", "64k", str(d / "trn00.mp3")], check=True)
     (d / "broken.wav").write_bytes(os.urandom(4000))
     (d / "empty.flac").write_bytes(b"")
     return d
@@ -79,7 +79,7 @@ def test_segments_table_contract(cold_run) -> None:
     table = pd.read_parquet(out / "segments.parquet")
     assert list(table.columns[: len(CONTRACT_COLUMNS)]) == CONTRACT_COLUMNS
     assert list(table.columns) == TABLE_COLUMNS
-    assert set(table["recording_id"]) == {"dev00", "trn01"}
+    assert set(table["recording_id"]) == {"dev00", "trn00"}
     ok = table[table["status"] == "ok"]
     assert len(ok) >= 4
     assert ((ok["duration"] >= 1.5 - 1e-6) & (ok["duration"] <= 10 + 1e-6)).all()
@@ -129,7 +129,7 @@ def test_rttm_and_denoised_audio(cold_run) -> None:
     import soundfile as sf
 
     out, _ = cold_run
-    for rid in ("dev00", "trn01"):
+    for rid in ("dev00", "trn00"):
         rttm = load_rttm(out / "recordings" / rid / "diarization.rttm")
         assert list(rttm) == [rid] and len(rttm[rid].labels()) >= 1
         info = sf.info(out / "recordings" / rid / "denoised.wav")
@@ -144,7 +144,7 @@ def test_manifest(cold_run) -> None:
     assert m["models"]["emotion"]["is_test_model"] is True and len(m["models"]["emotion"]["sha256"]) == 64
     assert m["models"]["segmentation"]["source"] == "bundled"
     durations = {Path(i["path"]).name: i["duration"] for i in m["inputs"]}
-    assert abs(durations["dev00.flac"] - 30.0) < 0.02 and abs(durations["trn01.mp3"] - 30.0) < 0.1
+    assert abs(durations["dev00.flac"] - 30.0) < 0.02 and abs(durations["trn00.mp3"] - 30.0) < 0.1
     for rec in m["recordings"].values():
         assert [rec["stages"][s]["status"] for s in STAGES] == ["computed"] * 7
         assert rec["facts"]["denoise"]["snr_before_db"] is not None
@@ -196,7 +196,7 @@ def test_killed_run_resumes_to_identical_results(prefect_harness, inputs: Path, 
     """kill -9 a process computing the stages, then the same run completes with the same table."""
     out = tmp_path / "killed"
     cfg = _cfg(tiny_model_dir)
-    files = [str(inputs / "dev00.flac"), str(inputs / "trn01.mp3")]
+    files = [str(inputs / "dev00.flac"), str(inputs / "trn00.mp3")]
     code = (
         "import sys; from flows.pipeline import prepare_run; from flows.recording import STAGE_FUNCTIONS, STAGES\n"
         "from tasks.config import load_config\n"
@@ -215,7 +215,7 @@ def test_killed_run_resumes_to_identical_results(prefect_harness, inputs: Path, 
     assert proc.stdout is not None
     # Kill it while the second recording is in the middle of its stages.
     for line in proc.stdout:
-        if line.startswith("trn01 denoise"):
+        if line.startswith("trn00 denoise"):
             break
     time.sleep(0.3)
     proc.send_signal(signal.SIGKILL)
