@@ -293,8 +293,8 @@ def build_ui(config: Config | str | Path | None = None, *, model: Any = None):
                 seg_table = gr.Dataframe(headers=["speaker", "start", "end", "emotion", "confidence"],
                                          visible=False, label="Speaker segments", elem_id="segments-table")
                 with gr.Row():
-                    json_out = gr.File(label="result.json", elem_id="result-json")
-                    emb_out = gr.File(label="embedding.npy", elem_id="embedding-npy")
+                    json_out = gr.File(label="result.json", elem_id="result-json", interactive=False)
+                    emb_out = gr.File(label="embedding.npy", elem_id="embedding-npy", interactive=False)
         audio_in.upload(on_upload, audio_in, message)
         example_btn.click(load_example, None, [audio_in, message])
         analyse_btn.click(run, [audio_in, granularity, want_emb, want_denoise, want_diarize],

@@ -128,8 +128,9 @@ def frame_curves_figure(curves: Sequence[tuple[str, float, float, np.ndarray]], 
         ax.grid(alpha=0.3)
     if curves:
         handles = [Patch(facecolor=EMOTION_COLOURS[e], label=e) for e in EMOTIONS]
-        fig.legend(handles=handles, loc="lower center", ncol=9, fontsize=7, frameon=False, bbox_to_anchor=(0.5, -0.02))
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
+        ncol = 9 if ncols > 1 else 5
+        fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=7, frameon=False, bbox_to_anchor=(0.5, 0.0))
+    fig.tight_layout(rect=(0, 0.06 if ncols > 1 else 0.1, 1, 1))
     return fig
 
 
