@@ -1,0 +1,451 @@
+"""Speaker diarization: who speaks when, as a ``pyannote.core.Annotation`` and an RTTM file.
+
+Two back ends, chosen by ``diarization.pipeline``:
+
+``offline`` (default)
+    pyannote.audio's ``SpeakerDiarization`` pipeline with local weights only:
+    segmentation-3.0 (powerset, 10 s windows), CAM++ embeddings (:mod:`tasks.speaker_embedding`,
+    masks honoured so overlapped frames are excluded) and pyannote's agglomerative clustering
+    (centroid linkage, cosine) with a threshold tuned for CAM++ on the AMI debug train set
+    (``benchmarks/diarization_der.py``). pyannote 4 insists on a PLDA in
+    ``SpeakerDiarization.__init__`` even for agglomerative clustering, so
+    :class:`OfflineSpeakerDiarization` subclasses it with its own ``__init__`` (no PLDA, no
+    hub look-ups); ``apply`` and everything after segmentation are pyannote's own.
+
+any other value
+    A pretrained pyannote pipeline: a hub id (e.g. ``pyannote/speaker-diarization-community-1``,
+    token from ``HF_TOKEN``) or a local pipeline directory / ``config.yaml``. When it cannot be
+    had, :class:`DiarizationPipelineError` says so in one line and how to switch back.
+
+Audio is passed in memory (``{"waveform": (1, n) tensor, "sample_rate": 16000}``), never decoded
+a second time. Loaded models and pipelines are cached per process.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# pyannote 4 sends usage metrics by default; an offline analysis pipeline must not phone home.
+os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")
+
+import numpy as np
+import torch
+from pyannote.core import Annotation, Segment
+
+from tasks.config import DiarizationConfig
+from tasks.models import ModelUnavailableError, hub_reachable, resolve
+from tasks.records import Turn
+from tasks.storage import atomic_write_text
+
+SAMPLE_RATE = 16000
+OFFLINE = "offline"
+EMBEDDING_MODEL_ID = "iic/speech_campplus_sv_zh_en_16k-common_advanced"
+# Legacy short name that earlier configs used for the same checkpoint.
+_EMBEDDING_ALIASES = {"campplus_cn_en_common": EMBEDDING_MODEL_ID}
+# Agglomerative clustering builds a full distance matrix (n^2/2 float64): cap the number of
+# embeddings it clusters (the rest are assigned to the nearest centroid, as pyannote already
+# does for the ones it filters out). 6000 -> ~150 MB, reached after ~35 min of 3-speaker talk.
+MAX_CLUSTERING_EMBEDDINGS = 6000
+
+_LOCK = threading.RLock()
+_CACHE: dict[tuple, Any] = {}
+
+
+class DiarizationPipelineError(ModelUnavailableError):
+    """A pretrained diarization pipeline cannot be loaded; the message is one line."""
+
+
+# --------------------------------------------------------------------------- results
+@dataclass(frozen=True)
+class DiarizationResult:
+    """Diarization of one recording.
+
+    ``annotation`` is the full, overlap-aware diarization (what ``diarization.rttm`` holds);
+    ``exclusive`` is pyannote's exclusive diarization (at most one speaker at a time), which the
+    emotion stage uses when ``exclude_overlap`` is true.
+    """
+
+    annotation: Annotation
+    exclusive: Annotation
+    exclude_overlap: bool = True
+
+    def turns(self) -> list[Turn]:
+        """Speaker turns, from ``exclusive`` if ``exclude_overlap`` else ``annotation``, by start."""
+        source = self.exclusive if self.exclude_overlap else self.annotation
+        turns = [
+            Turn(speaker=str(label), start=float(seg.start), end=float(seg.end))
+            for seg, _, label in source.itertracks(yield_label=True)
+            if seg.duration > 0
+        ]
+        return sorted(turns, key=lambda t: (t.start, t.end, t.speaker))
+
+    def overlaps(self) -> list[tuple[float, float]]:
+        """Regions where two or more speakers talk at once in ``annotation``."""
+        overlap = self.annotation.get_overlap().support()
+        return [(float(s.start), float(s.end)) for s in overlap if s.duration > 0]
+
+    @property
+    def speakers(self) -> list[str]:
+        return [str(label) for label in self.annotation.labels()]
+
+
+# --------------------------------------------------------------------------- devices & models
+def resolve_device(device: str) -> torch.device:
+    """``auto`` → cuda when available, else cpu; ``cuda`` without a GPU is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("diarization.device is 'cuda' but no CUDA GPU is available; use --set diarization.device=cpu")
+    return torch.device(device)
+
+
+def _cached(key: tuple, build):
+    with _LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = build()
+        return _CACHE[key]
+
+
+def load_segmentation_model(ref: str = "pyannote/segmentation-3.0", device: str = "auto"):
+    """pyannote segmentation-3.0 from local files (cached per process and device)."""
+    from pyannote.audio import Model
+
+    dev = resolve_device(device)
+    path = resolve(ref, kind="segmentation").path
+
+    def build():
+        model = Model.from_pretrained(path)
+        if model is None:
+            raise ModelUnavailableError(f"segmentation model {ref!r}: {path} could not be loaded by pyannote.audio")
+        model.eval()
+        return model.to(dev)
+
+    return _cached(("segmentation", path, str(dev)), build)
+
+
+def load_embedding_model(ref: str = EMBEDDING_MODEL_ID, device: str = "auto", *, batch_size: int = 32):
+    """The CAM++ embedding adapter (cached per process and device; batch size updated)."""
+    from tasks.speaker_embedding import CamPlusPlusEmbedding
+
+    ref = _EMBEDDING_ALIASES.get(ref, ref)
+    dev = resolve_device(device)
+    path = resolve(ref, kind="embedding").path
+    emb = _cached(("embedding", path, str(dev)), lambda: CamPlusPlusEmbedding.from_path(path, device=dev))
+    emb.batch_size = batch_size
+    return emb
+
+
+def _clustering_class():
+    from pyannote.audio.pipelines.clustering import AgglomerativeClustering
+
+    class CappedAgglomerativeClustering(AgglomerativeClustering):
+        """pyannote's agglomerative clustering on at most ``max_embeddings`` embeddings.
+
+        Beyond the cap an evenly spaced subset is clustered and every embedding is then
+        assigned to the nearest centroid (pyannote's ``assign_embeddings``), which keeps the
+        distance matrix, and so the memory, bounded for multi-hour recordings.
+        """
+
+        max_embeddings = MAX_CLUSTERING_EMBEDDINGS
+
+        def filter_embeddings(self, embeddings, segmentations=None, min_active_ratio: float = 0.2):
+            train, chunk_idx, speaker_idx = super().filter_embeddings(
+                embeddings, segmentations=segmentations, min_active_ratio=min_active_ratio
+            )
+            n = len(train)
+            if n > self.max_embeddings:
+                keep = np.unique(np.linspace(0, n - 1, self.max_embeddings).round().astype(int))
+                train, chunk_idx, speaker_idx = train[keep], chunk_idx[keep], speaker_idx[keep]
+            return train, chunk_idx, speaker_idx
+
+    return CappedAgglomerativeClustering
+
+
+def _offline_pipeline_class():
+    from pyannote.audio import Audio
+    from pyannote.audio.core.inference import Inference
+    from pyannote.audio.core.pipeline import Pipeline
+    from pyannote.audio.pipelines.speaker_diarization import SpeakerDiarization
+    from pyannote.pipeline.parameter import ParamDict, Uniform
+
+    class OfflineSpeakerDiarization(SpeakerDiarization):
+        """pyannote's ``SpeakerDiarization`` with given local models and agglomerative clustering.
+
+        Only ``__init__`` differs from pyannote's: it takes loaded models instead of hub
+        references and does not load a PLDA (agglomerative clustering does not use one).
+        """
+
+        def __init__(
+            self,
+            segmentation,
+            embedding,
+            *,
+            segmentation_step: float = 0.1,
+            segmentation_batch_size: int = 32,
+            embedding_batch_size: int = 32,
+            embedding_exclude_overlap: bool = True,
+        ) -> None:
+            Pipeline.__init__(self)
+            self.legacy = False
+            self.segmentation_model = "local"
+            self.segmentation_step = segmentation_step
+            self.embedding = "local"
+            self.embedding_batch_size = embedding_batch_size
+            self.embedding_exclude_overlap = embedding_exclude_overlap
+            self.plda = None
+            self._plda = None
+            self.klustering = "AgglomerativeClustering"
+            self.der_variant = {"collar": 0.0, "skip_overlap": False}
+            duration = segmentation.specifications.duration
+            self._segmentation = Inference(
+                segmentation,
+                duration=duration,
+                step=segmentation_step * duration,
+                skip_aggregation=True,
+                batch_size=segmentation_batch_size,
+            )
+            if segmentation.specifications.powerset:
+                self.segmentation = ParamDict(min_duration_off=Uniform(0.0, 1.0))
+            else:
+                self.segmentation = ParamDict(threshold=Uniform(0.1, 0.9), min_duration_off=Uniform(0.0, 1.0))
+            self._embedding = embedding
+            self._audio = Audio(sample_rate=embedding.sample_rate, mono="downmix")
+            self.clustering = _clustering_class()(metric=embedding.metric)
+            self._expects_num_speakers = False
+
+        def to(self, device: torch.device):
+            super().to(device)
+            self._embedding.to(device)
+            return self
+
+    return OfflineSpeakerDiarization
+
+
+def _build_offline(config: DiarizationConfig):
+    dev = resolve_device(config.device)
+    seg = load_segmentation_model(config.segmentation_model, config.device)
+    emb = load_embedding_model(config.embedding_model, config.device, batch_size=config.embedding_batch_size)
+    pipeline = _offline_pipeline_class()(
+        seg,
+        emb,
+        segmentation_batch_size=config.segmentation_batch_size,
+        embedding_batch_size=config.embedding_batch_size,
+    )
+    params: dict[str, Any] = {
+        "clustering": {
+            "method": "centroid",
+            "threshold": float(config.clustering_threshold),
+            "min_cluster_size": int(config.min_cluster_size),
+        },
+        "segmentation": {"min_duration_off": 0.0},
+    }
+    if not seg.specifications.powerset:
+        params["segmentation"]["threshold"] = 0.5
+    pipeline.instantiate(params)
+    return pipeline.to(dev)
+
+
+def _hub_hint(ref: str) -> str:
+    return "switch back to the bundled pipeline with --set diarization.pipeline=offline"
+
+
+def _build_pretrained(config: DiarizationConfig):
+    """A pretrained pyannote pipeline (hub id or local dir); one-line error when unavailable."""
+    from pyannote.audio import Pipeline
+
+    ref = config.pipeline
+    local = Path(ref).expanduser()
+    token = os.environ.get("HF_TOKEN") or None
+    if not local.exists():
+        if "/" not in ref or ref.startswith((".", "/", "~")):
+            raise DiarizationPipelineError(
+                f"diarization pipeline {ref!r}: no such directory and not a hub id; {_hub_hint(ref)}"
+            )
+        if not hub_reachable("huggingface"):
+            why = "HF_TOKEN is not set and " if token is None else ""
+            raise DiarizationPipelineError(
+                f"diarization pipeline {ref!r} cannot be downloaded: {why}huggingface.co cannot be reached; "
+                f"{_hub_hint(ref)}"
+            )
+    try:
+        pipeline = Pipeline.from_pretrained(str(local) if local.exists() else ref, token=token)
+    except Exception as exc:  # hub and loader errors come in many types
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        need = " (set HF_TOKEN and accept the model's conditions on huggingface.co)" if token is None else ""
+        raise DiarizationPipelineError(
+            f"diarization pipeline {ref!r} cannot be loaded{need}: {type(exc).__name__}: {first}; {_hub_hint(ref)}"
+        ) from None
+    if pipeline is None:
+        need = "set HF_TOKEN and accept its conditions on huggingface.co" if token is None else "check HF_TOKEN's access"
+        raise DiarizationPipelineError(f"diarization pipeline {ref!r} cannot be downloaded ({need}); {_hub_hint(ref)}")
+    return pipeline.to(resolve_device(config.device))
+
+
+def load_diarization_pipeline(config: DiarizationConfig):
+    """The pipeline ``config`` asks for, built once per process and reused.
+
+    Raises
+    ------
+    DiarizationPipelineError
+        A pretrained pipeline cannot be had (one line, says how to switch back).
+    ModelUnavailableError
+        A local model is missing.
+    """
+    if config.pipeline == OFFLINE:
+        key = (
+            "pipeline", OFFLINE, config.segmentation_model, _EMBEDDING_ALIASES.get(config.embedding_model, config.embedding_model),
+            float(config.clustering_threshold), int(config.min_cluster_size), config.segmentation_batch_size,
+            config.embedding_batch_size, str(resolve_device(config.device)),
+        )
+        return _cached(key, lambda: _build_offline(config))
+    key = ("pipeline", config.pipeline, str(resolve_device(config.device)))
+    return _cached(key, lambda: _build_pretrained(config))
+
+
+def clear_cache() -> None:
+    """Forget every loaded model and pipeline (tests, memory pressure)."""
+    with _LOCK:
+        _CACHE.clear()
+
+
+# --------------------------------------------------------------------------- diarization
+def _as_waveform(audio: np.ndarray | torch.Tensor, sample_rate: int) -> torch.Tensor:
+    wave = torch.as_tensor(np.asarray(audio, dtype=np.float32) if not isinstance(audio, torch.Tensor) else audio)
+    wave = wave.float()
+    if wave.ndim == 2:  # (channels, n) or (n, channels): downmix
+        wave = wave.mean(dim=0 if wave.shape[0] < wave.shape[1] else 1)
+    wave = wave.reshape(1, -1)
+    if sample_rate != SAMPLE_RATE:
+        import torchaudio.functional as AF
+
+        wave = AF.resample(wave, sample_rate, SAMPLE_RATE)
+    return wave.contiguous()
+
+
+def _exclusive_of(annotation: Annotation) -> Annotation:
+    """One speaker at a time (for pipelines that do not return it): in overlaps, the speaker
+    with the most speech overall keeps the region."""
+    totals = annotation.chart()
+    rank = {label: i for i, (label, _) in enumerate(totals)}
+    out = Annotation(uri=annotation.uri)
+    pieces = annotation.get_timeline().segmentation()
+    for piece in pieces:
+        labels = annotation.crop(piece, mode="intersection").labels()
+        if labels:
+            out[piece] = min(labels, key=lambda lab: rank.get(lab, len(rank)))
+    return out.support()
+
+
+def diarize(
+    audio: np.ndarray,
+    *,
+    recording_id: str,
+    config: DiarizationConfig,
+    sample_rate: int = SAMPLE_RATE,
+) -> DiarizationResult:
+    """Diarize one recording given as a mono float waveform.
+
+    No speech gives empty annotations (not an error). Speaker labels are ``SPEAKER_00``...
+    """
+    wave = _as_waveform(audio, sample_rate)
+    if wave.shape[1] < SAMPLE_RATE // 10 or not torch.isfinite(wave).all() or float(wave.abs().max()) == 0.0:
+        empty = Annotation(uri=recording_id)
+        return DiarizationResult(empty, Annotation(uri=recording_id), config.exclude_overlap)
+    pipeline = load_diarization_pipeline(config)
+    file = {"waveform": wave, "sample_rate": SAMPLE_RATE, "uri": recording_id}
+    kwargs = {
+        "num_speakers": config.num_speakers,
+        "min_speakers": config.min_speakers,
+        "max_speakers": config.max_speakers,
+    }
+    with torch.inference_mode():
+        output = pipeline(file, **{k: v for k, v in kwargs.items() if v is not None})
+    if isinstance(output, Annotation):
+        annotation, exclusive = output, _exclusive_of(output)
+    else:
+        annotation = output.speaker_diarization
+        exclusive = getattr(output, "exclusive_speaker_diarization", None) or _exclusive_of(annotation)
+    annotation.uri = recording_id
+    exclusive.uri = recording_id
+    return DiarizationResult(annotation, exclusive, config.exclude_overlap)
+
+
+# --------------------------------------------------------------------------- RTTM
+def to_rttm(annotation: Annotation, *, uri: str) -> str:
+    """RTTM text of ``annotation`` with ``uri`` as file id (one SPEAKER line per track)."""
+    if any(c.isspace() for c in uri):
+        raise ValueError(f"RTTM uri must not contain whitespace: {uri!r}")
+    lines = []
+    for seg, _, label in sorted(annotation.itertracks(yield_label=True), key=lambda t: (t[0].start, t[0].end, str(t[2]))):
+        if seg.duration <= 0:
+            continue
+        lab = str(label).replace(" ", "_")
+        lines.append(f"SPEAKER {uri} 1 {seg.start:.3f} {seg.duration:.3f} <NA> <NA> {lab} <NA> <NA>")
+    return "".join(line + "\n" for line in lines)
+
+
+def write_rttm(annotation: Annotation, path: str | os.PathLike[str], *, uri: str) -> Path:
+    """Write ``annotation`` as RTTM (uri = recording id), atomically. Empty → empty file."""
+    return atomic_write_text(Path(path), to_rttm(annotation, uri=uri))
+
+
+def read_rttm(path: str | os.PathLike[str]) -> dict[str, Annotation]:
+    """Parse an RTTM file into one Annotation per uri (SPEAKER lines only)."""
+    out: dict[str, Annotation] = {}
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        parts = line.split()
+        if not parts or parts[0].startswith("#") or parts[0] != "SPEAKER":
+            continue
+        if len(parts) < 8:
+            raise ValueError(f"{path}:{n}: malformed RTTM line")
+        uri, start, dur, label = parts[1], float(parts[3]), float(parts[4]), parts[7]
+        ann = out.setdefault(uri, Annotation(uri=uri))
+        seg = Segment(start, start + dur)
+        ann[seg, ann.new_track(seg)] = label
+    return out
+
+
+# --------------------------------------------------------------------------- voice activity
+def speech_activity(
+    audio: np.ndarray,
+    *,
+    sample_rate: int = SAMPLE_RATE,
+    threshold: float = 0.5,
+    segmentation_model: str = "pyannote/segmentation-3.0",
+    device: str = "auto",
+) -> list[tuple[float, float]]:
+    """Speech regions (start, end) in seconds, from the segmentation-3.0 model (cached).
+
+    A frame is speech when the share of sliding windows (10 s, step 1 s) in which any speaker
+    is active there reaches ``threshold``.
+    """
+    from pyannote.audio.core.inference import Inference
+    from pyannote.audio.utils.signal import Binarize
+    wave = _as_waveform(audio, sample_rate)
+    if wave.shape[1] < SAMPLE_RATE // 10 or float(wave.abs().max()) == 0.0:
+        return []
+    model = load_segmentation_model(segmentation_model, device)
+    inference = _cached(
+        ("vad-inference", id(model)),
+        lambda: Inference(
+            model,
+            duration=model.specifications.duration,
+            step=0.1 * model.specifications.duration,
+            batch_size=32,
+            # any speaker active, per chunk and frame, before overlap-add aggregation
+            pre_aggregation_hook=lambda chunks: np.max(chunks, axis=2, keepdims=True),
+        ),
+    )
+    with torch.inference_mode():
+        speech = inference({"waveform": wave, "sample_rate": SAMPLE_RATE})
+    annotation = Binarize(onset=threshold, offset=threshold)(speech)
+    total = wave.shape[1] / SAMPLE_RATE
+    return [
+        (max(0.0, float(s.start)), min(total, float(s.end)))
+        for s in annotation.get_timeline().support()
+        if min(total, s.end) > max(0.0, s.start)
+    ]
