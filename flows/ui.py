@@ -29,7 +29,7 @@ import numpy as np
 
 from tasks.config import Config, load_config
 from tasks.plots import EMOTION_COLOURS, EMOTION_EMOJI, frame_curves_figure, scores_bar_figure
-from tasks.records import EMOTIONS
+from tasks.records import EMOTIONS, make_recording_id
 from tasks.storage import atomic_write_json, atomic_write_npy
 
 log = logging.getLogger(__name__)
@@ -84,6 +84,7 @@ class Analysis:
     hop_s: float = 0.02
     duration: float = 0.0
     notes: list[str] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)  # diarized segments not scored (status != ok)
 
     @property
     def overall_scores(self) -> np.ndarray:
@@ -116,29 +117,31 @@ class Analyser:
         p = check_upload(path)
         audio, info = load_audio(p, config=self.config.audio)
         notes = list(info.warnings)
-        rid = p.stem
+        rid = make_recording_id(p.stem)
         if denoise:
             from tasks.denoise import denoise as denoise_audio
 
             audio, _stats = denoise_audio(audio, config=self.config.denoise)
-        spans: list[tuple[str, float, float]]
+        spans: list[tuple[str, float, float]] = []
+        ids: list[str] = []
+        skipped: list[dict[str, Any]] = []
         if diarize:
             from tasks.diarize import diarize as diarize_audio
+            from tasks.segment import build_segments
 
             result = diarize_audio(audio, recording_id=rid, config=self.config.diarization)
-            spans = []
-            max_s = self.config.segmentation.max_s
-            for turn in result.turns():
-                n = max(1, int(np.ceil((turn.end - turn.start) / max_s)))
-                edges = np.linspace(turn.start, turn.end, n + 1)
-                spans += [(turn.speaker, float(a), float(b)) for a, b in zip(edges[:-1], edges[1:])]
-            spans = [s for s in spans if s[2] - s[1] >= 0.03]  # 400 samples: the model's minimum
+            segments = build_segments(result.turns(), recording_id=rid, config=self.config.segmentation,
+                                      overlaps=result.overlaps(), audio=audio, sample_rate=SAMPLE_RATE)
+            spans = [(s.speaker, s.start, s.end) for s in segments if s.status == "ok"]
+            ids = [s.segment_id for s in segments if s.status == "ok"]
+            skipped = [{"segment_id": s.segment_id, "speaker": s.speaker, "start": round(s.start, 3),
+                        "end": round(s.end, 3), "status": s.status} for s in segments if s.status != "ok"]
             if not spans:
-                notes.append("diarization found no speech: analysing the whole file")
-        else:
-            spans = []
+                notes.append("diarization found no speech segment long enough: analysing the whole file")
+            elif skipped:
+                notes.append(f"{len(skipped)} segment(s) not scored (too short or overlapped speech)")
         if not spans:
-            spans = [("SPEAKER_00", 0.0, len(audio) / SAMPLE_RATE)]
+            spans, ids = [("SPEAKER_00", 0.0, len(audio) / SAMPLE_RATE)], [f"{rid}_0000"]
         clips = [audio[int(s * SAMPLE_RATE): int(e * SAMPLE_RATE)] for _, s, e in spans]
         with self._lock:
             results = self.model.analyse(clips)
@@ -150,7 +153,7 @@ class Analyser:
             scores = np.asarray(r.scores, dtype=float)
             best = int(np.argmax(scores))
             doc: dict[str, Any] = {
-                "segment_id": f"{rid}_{i:04d}", "recording_id": rid, "speaker": spk,
+                "segment_id": ids[i] if i < len(ids) else f"{rid}_{i:04d}", "recording_id": rid, "speaker": spk,
                 "start": round(s, 3), "end": round(e, 3), "granularity": granularity,
                 "emotion": EMOTIONS[best], "confidence": round(float(scores[best]), 6),
                 "scores": {k: round(float(v), 6) for k, v in zip(EMOTIONS, scores)},
@@ -165,7 +168,7 @@ class Analyser:
                 doc["test_model"] = True
             docs.append(doc)
         emb = np.stack([np.asarray(r.embedding, dtype=np.float32) for r in results]) if embedding else None
-        return Analysis(docs, emb, frames, hop, len(audio) / SAMPLE_RATE, notes)
+        return Analysis(docs, emb, frames, hop, len(audio) / SAMPLE_RATE, notes, skipped)
 
 
 # --------------------------------------------------------------------------------------- page
@@ -196,8 +199,10 @@ def _top_html(analysis: Analysis, test_model: bool) -> str:
 
 
 def _segments_table(analysis: Analysis) -> list[list[Any]]:
-    return [[d["speaker"], d["start"], d["end"], f"{EMOTION_EMOJI[d['emotion']]} {d['emotion']}", d["confidence"]]
-            for d in analysis.segments]
+    rows = [[d["segment_id"], d["speaker"], d["start"], d["end"], f"{EMOTION_EMOJI[d['emotion']]} {d['emotion']}",
+             round(d["confidence"], 3), "ok"] for d in analysis.segments]
+    rows += [[d["segment_id"], d["speaker"], d["start"], d["end"], "", None, d["status"]] for d in analysis.skipped]
+    return sorted(rows, key=lambda r: r[2])
 
 
 def build_ui(config: Config | str | Path | None = None, *, model: Any = None):
@@ -257,7 +262,7 @@ def build_ui(config: Config | str | Path | None = None, *, model: Any = None):
         table = _segments_table(analysis)
         return (msg, _top_html(analysis, analyser.is_test_model), bars,
                 gr.update(value=frame_fig, visible=frame_fig is not None),
-                gr.update(value=table, visible=len(table) > 1),
+                gr.update(value=table, visible=bool(want_diarize)),
                 str(json_path), str(emb_path) if emb_path else None)
 
     def load_example():  # type: ignore[no-untyped-def]
@@ -290,7 +295,7 @@ def build_ui(config: Config | str | Path | None = None, *, model: Any = None):
                 bars = gr.Plot(label="Scores", format="png", elem_id="scores-chart")
                 frame_chart = gr.Plot(label="Frame scores over time", format="png", visible=False,
                                       elem_id="frame-chart")
-                seg_table = gr.Dataframe(headers=["speaker", "start", "end", "emotion", "confidence"],
+                seg_table = gr.Dataframe(headers=["segment", "speaker", "start", "end", "emotion", "confidence", "status"],
                                          visible=False, label="Speaker segments", elem_id="segments-table")
                 with gr.Row():
                     json_out = gr.File(label="result.json", elem_id="result-json", interactive=False)

@@ -88,3 +88,27 @@ def test_build_ui_blocks(example):
             "top-emotion-panel", "scores-chart", "frame-chart", "result-json", "embedding-npy",
             "denoise", "diarize"} <= ids
     assert "TEST MODEL (random weights)" in json.dumps(cfg)
+
+
+def test_diarize_option_scores_each_speaker_segment(analyser, shared_data, monkeypatch):
+    """Diarization → the flow's build_segments → one result per ok segment (diarizer stubbed by the AMI reference)."""
+    import tasks.diarize
+    from pyannote.database.util import load_rttm
+
+    from tasks.diarize import DiarizationResult
+
+    example = shared_data / "ami" / "dev00.flac"
+    ref = load_rttm(str(shared_data / "ami" / "debug.development.rttm"))["dev00"]
+
+    def fake_diarize(audio, *, recording_id, config, sample_rate=16000):
+        ref.uri = recording_id
+        return DiarizationResult(ref, ref.copy(), False)
+
+    monkeypatch.setattr(tasks.diarize, "diarize", fake_diarize)
+    a = analyser.analyse(example, granularity="utterance", embedding=True, diarize=True)
+    speakers = {d["speaker"] for d in a.segments}
+    assert speakers <= set(ref.labels()) and len(speakers) >= 2
+    assert len(a.segments) >= 3 and a.embeddings.shape[0] == len(a.segments)
+    for d in a.segments:
+        assert 1.5 - 1e-6 <= d["end"] - d["start"] <= 10.0 + 1e-6
+    assert {s["status"] for s in a.skipped} <= {"too_short", "overlap"}
