@@ -1,0 +1,478 @@
+"""The emotion engine: emotion2vec+ (through funasr's own model code), one pass, three results.
+
+For every segment the encoder runs **once** and yields
+
+* utterance scores: ``softmax(proj(mean_t x_t))``, exactly funasr's ``granularity="utterance"``
+  scores (``unuse*`` tokens get ``-inf`` logits, i.e. probability 0);
+* frame logits: the same classifier on every frame feature ``x_t`` (50 frames/s);
+* the utterance embedding: ``mean_t x_t`` (D = 1024 for the large model).
+
+Segments are processed in length-sorted padded batches (``batch_seconds`` of padded audio per
+forward) with results equal to running each alone; see :mod:`tasks.emotion_fast` for where
+padding leaks in funasr and how each leak is closed.
+
+Frame post-processing (:func:`smooth_logits`, :func:`resample_logits`) works on **logits**,
+before the softmax: averaging logits is the same operation the model itself uses to pool
+frames into the utterance (the utterance logits are the mean of the frame logits).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from tasks.config import EmotionConfig
+from tasks.models import ResolvedModel
+from tasks.records import EMOTIONS
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+FRAME_RATE = 50  # emotion2vec frames per second (hop 320 samples)
+MIN_SAMPLES = 400  # one analysis window: shorter clips yield no frame
+DEFAULT_MAX_S = 10.0  # = segmentation.max_s default
+
+
+class SegmentTooShortError(ValueError):
+    """A clip is shorter than one emotion2vec window (400 samples, 25 ms)."""
+
+
+class SegmentTooLongError(ValueError):
+    """A clip is longer than the engine's ``max_s`` (segments must be split first)."""
+
+
+class CheckpointError(RuntimeError):
+    """The checkpoint does not fit the model (missing or mismatched keys)."""
+
+
+# ---------------------------------------------------------------------------------------
+# Results and frame post-processing
+# ---------------------------------------------------------------------------------------
+
+
+def _softmax_rows(logits: np.ndarray) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float64)
+    m = np.max(z, axis=-1, keepdims=True)
+    e = np.exp(z - m)
+    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def _hop_frames(seconds: float, frame_rate: float, what: str) -> int:
+    k = seconds * frame_rate
+    n = int(round(k))
+    if n < 1 or abs(k - n) > 1e-6:
+        raise ValueError(f"{what}={seconds} must be a positive multiple of 1/{frame_rate} s")
+    return n
+
+
+def smooth_logits(logits: np.ndarray, *, smooth_s: float, frame_rate: float = FRAME_RATE) -> np.ndarray:
+    """Centred moving average of frame logits over a window of ``smooth_s`` seconds.
+
+    Parameters
+    ----------
+    logits : ndarray, shape (T, C)
+        Frame logits; columns that are ``-inf`` everywhere (unused labels) stay ``-inf``.
+    smooth_s : float
+        Window length in seconds; ``w = round(smooth_s * frame_rate)`` frames, made odd (so the
+        window is centred). ``w <= 1`` returns the input unchanged.
+    frame_rate : float
+        Frames per second of ``logits`` (50 for emotion2vec).
+
+    Returns
+    -------
+    ndarray, shape (T, C), float32
+        Each frame is the mean of the frames within ``w // 2`` of it; near the ends the window
+        is cut to the frames that exist (no zero padding), so a constant input is unchanged.
+    """
+    x = np.asarray(logits, dtype=np.float64)
+    if smooth_s < 0:
+        raise ValueError("smooth_s must be >= 0")
+    w = int(round(smooth_s * frame_rate))
+    if w <= 1 or x.shape[0] <= 1:
+        return x.astype(np.float32)
+    half = w // 2
+    finite = np.isfinite(x).all(axis=0)
+    out = np.array(x)
+    xf = x[:, finite]
+    c = np.concatenate([np.zeros((1, xf.shape[1])), np.cumsum(xf, axis=0)])
+    T = x.shape[0]
+    lo = np.clip(np.arange(T) - half, 0, T)
+    hi = np.clip(np.arange(T) + half + 1, 0, T)
+    out[:, finite] = (c[hi] - c[lo]) / (hi - lo)[:, None]
+    return out.astype(np.float32)
+
+
+def resample_logits(logits: np.ndarray, *, hop_s: float, frame_rate: float = FRAME_RATE) -> np.ndarray:
+    """Average frame logits over consecutive blocks of ``hop_s`` seconds.
+
+    Parameters
+    ----------
+    logits : ndarray, shape (T, C)
+        Frame logits at ``frame_rate``.
+    hop_s : float
+        Output hop; must be a whole number ``k`` of input frames (0.02 s -> k=1, unchanged;
+        0.04 s -> k=2 ...).
+    frame_rate : float
+        Frames per second of ``logits``.
+
+    Returns
+    -------
+    ndarray, shape (ceil(T / k), C), float32
+        Row ``i`` is the mean of input frames ``[i k, (i + 1) k)``; the last block may be
+        shorter and is the mean of the frames it has. ``-inf`` columns stay ``-inf``.
+    """
+    x = np.asarray(logits, dtype=np.float64)
+    k = _hop_frames(hop_s, frame_rate, "hop_s")
+    if k == 1:
+        return x.astype(np.float32)
+    T = x.shape[0]
+    n = -(-T // k)
+    idx = np.arange(T) // k
+    sums = np.zeros((n, x.shape[1]))
+    np.add.at(sums, idx, x)
+    counts = np.bincount(idx, minlength=n)[:, None]
+    return (sums / counts).astype(np.float32)
+
+
+def frame_times(n: int, *, hop_s: float) -> np.ndarray:
+    """Start time (s, from the segment start) of each of ``n`` frames at hop ``hop_s``.
+
+    Parameters
+    ----------
+    n : int
+        Number of frames.
+    hop_s : float
+        Frame hop in seconds; frame ``i`` covers ``[i hop_s, (i + 1) hop_s)``.
+
+    Returns
+    -------
+    ndarray, shape (n,), float64
+    """
+    return np.arange(int(n), dtype=np.float64) * float(hop_s)
+
+
+@dataclass(frozen=True, eq=False)
+class SegmentEmotion:
+    """One segment's emotion2vec result (numpy float32, label order :data:`EMOTIONS`)."""
+
+    scores: np.ndarray  # (9,) utterance probabilities, sum 1
+    frame_logits: np.ndarray  # (T, 9) per-frame logits (-inf for labels the model lacks)
+    embedding: np.ndarray  # (D,) mean frame feature
+    features: np.ndarray | None = field(default=None, repr=False)  # (T, D), only on request
+
+    @property
+    def label(self) -> str:
+        return EMOTIONS[int(np.argmax(self.scores))]
+
+    @property
+    def confidence(self) -> float:
+        return float(np.max(self.scores))
+
+    def frame_scores(self, *, smooth_s: float = 0.0, hop_s: float = 0.02) -> np.ndarray:
+        """Frame probabilities ``(T', 9)``: smooth, then resample the logits, then softmax."""
+        z = smooth_logits(self.frame_logits, smooth_s=smooth_s)
+        z = resample_logits(z, hop_s=hop_s)
+        return _softmax_rows(z)
+
+
+# ---------------------------------------------------------------------------------------
+# Labels and checkpoint loading
+# ---------------------------------------------------------------------------------------
+
+
+def label_columns(tokens: list[str]) -> list[int | None]:
+    """Map model tokens to :data:`EMOTIONS` indices (``None`` for ``unuse*`` tokens).
+
+    ``"生气/angry"`` -> angry, ``"<unk>"`` -> unknown, ``"unuse_0"`` -> None (funasr gives
+    those tokens ``-inf`` logits). Any other token is an error.
+    """
+    cols: list[int | None] = []
+    for tok in tokens:
+        t = tok.strip()
+        if t.startswith("unuse"):
+            cols.append(None)
+            continue
+        name = "unknown" if t.lower() in ("<unk>", "unk", "unknown") else t.split("/")[-1].strip().lower()
+        if name not in EMOTIONS:
+            raise ValueError(f"tokens.txt: label {tok!r} is not one of {', '.join(EMOTIONS)}")
+        if EMOTIONS.index(name) in cols:
+            raise ValueError(f"tokens.txt: label {name!r} appears twice")
+        cols.append(EMOTIONS.index(name))
+    return cols
+
+
+def read_tokens(model_dir: Path) -> list[str]:
+    p = model_dir / "tokens.txt"
+    if not p.is_file():
+        raise FileNotFoundError(f"{model_dir}: no tokens.txt (label list)")
+    return [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
+
+
+def load_state_strict(model, ckpt_path: Path, scope_map: list[str] | None = None) -> None:
+    """Load a funasr checkpoint into ``model``, failing on missing or mismatched keys.
+
+    Key mapping follows funasr's ``load_pretrained_model`` (``scope_map`` pairs plus
+    ``module.``), but where funasr prints a warning for a missing key or skips a shape
+    mismatch, this raises :class:`CheckpointError`. Unused checkpoint keys are allowed.
+    """
+    import torch
+
+    state = torch.load(str(ckpt_path), map_location="cpu", weights_only=False)
+    for key in ("state_dict", "model_state_dict", "model"):
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+    pairs = list(scope_map or []) + ["module.", "None"]
+    dst = model.state_dict()
+    out, missing, mismatched = {}, [], []
+    for k, v in dst.items():
+        k_src = k
+        for i in range(0, len(pairs) - 1, 2):
+            src_p = "" if pairs[i].lower() == "none" else pairs[i]
+            dst_p = "" if pairs[i + 1].lower() == "none" else pairs[i + 1]
+            if dst_p == "" and (src_p + k) in state:
+                k_src = src_p + k
+            elif k.startswith(dst_p) and k.replace(dst_p, src_p, 1) in state:
+                k_src = k.replace(dst_p, src_p, 1)
+        if k_src not in state:
+            missing.append(k)
+        elif tuple(state[k_src].shape) != tuple(v.shape):
+            mismatched.append(f"{k} {tuple(state[k_src].shape)} != {tuple(v.shape)}")
+        else:
+            out[k] = state[k_src]
+    if missing or mismatched:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
+        if mismatched:
+            parts.append(f"{len(mismatched)} shape mismatches (e.g. {'; '.join(mismatched[:3])})")
+        raise CheckpointError(f"{ckpt_path}: checkpoint does not fit the model: " + "; ".join(parts))
+    model.load_state_dict(out, strict=True)
+
+
+def _checkpoint_file(model_dir: Path) -> Path:
+    p = model_dir / "model.pt"
+    if p.is_file():
+        return p
+    cands = sorted(model_dir.glob("*.pt")) + sorted(model_dir.glob("*.pth"))
+    if not cands:
+        raise FileNotFoundError(f"{model_dir}: no model.pt checkpoint")
+    return cands[0]
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("emotion.device=cuda but no CUDA device is available")
+    return device
+
+
+# ---------------------------------------------------------------------------------------
+# The model
+# ---------------------------------------------------------------------------------------
+
+
+class EmotionModel:
+    """A loaded emotion2vec model; :meth:`analyse` gives one :class:`SegmentEmotion` per clip."""
+
+    def __init__(self, model, *, model_id: str, path: str, sha256: str, tokens: list[str], device: str,
+                 is_test_model: bool, batch_seconds: float, max_s: float = DEFAULT_MAX_S):
+        import torch
+
+        from tasks.emotion_fast import PaddedEncoder
+
+        self.torch_model = model
+        self.model_id, self.path, self.sha256, self.device = model_id, path, sha256, device
+        self.is_test_model = is_test_model
+        self.tokens = tuple(tokens)
+        self.columns = label_columns(tokens)
+        self.labels = EMOTIONS
+        self.batch_seconds = float(batch_seconds)
+        self.max_s = float(max_s)
+        self.max_samples = int(round(self.max_s * SAMPLE_RATE))
+        self.normalize = bool(model.cfg.get("normalize", False))
+        self.embed_dim = int(model.cfg.get("embed_dim"))
+        self._encoder = PaddedEncoder(model, max_frames=self.max_samples // 320 + 1)
+        self._lock = threading.Lock()  # one forward at a time per model (thread runners)
+        # classifier weights mapped to EMOTIONS columns; missing labels -> -inf logits
+        W, b = model.proj.weight.detach(), model.proj.bias.detach()
+        Wm = torch.zeros(len(EMOTIONS), W.shape[1], dtype=W.dtype, device=W.device)
+        bm = torch.full((len(EMOTIONS),), float("-inf"), dtype=b.dtype, device=b.device)
+        for j, col in enumerate(self.columns):
+            if col is not None:
+                Wm[col], bm[col] = W[j], b[j]
+        self._W, self._b = Wm, bm
+        self.forward_calls = 0
+
+    # -- helpers -------------------------------------------------------------------------
+    def _check(self, clips: list[np.ndarray]) -> list[np.ndarray]:
+        out = []
+        for i, c in enumerate(clips):
+            a = np.asarray(c, dtype=np.float32)
+            if a.ndim != 1:
+                raise ValueError(f"clip {i}: expected 1-D mono audio, got shape {a.shape}")
+            if a.size < MIN_SAMPLES:
+                raise SegmentTooShortError(
+                    f"clip {i}: {a.size} samples ({a.size / SAMPLE_RATE * 1000:.1f} ms) is shorter than "
+                    f"emotion2vec's {MIN_SAMPLES}-sample (25 ms) window")
+            if a.size > self.max_samples:
+                raise SegmentTooLongError(
+                    f"clip {i}: {a.size / SAMPLE_RATE:.2f} s is longer than max_s={self.max_s:g} s; "
+                    "split it first (segmentation.max_s)")
+            if not np.isfinite(a).all():
+                raise ValueError(f"clip {i}: audio holds NaN or inf")
+            out.append(a)
+        return out
+
+    def buckets(self, lengths: list[int], batch_seconds: float) -> list[list[int]]:
+        """Length-sorted batches whose padded size stays within ``batch_seconds``."""
+        budget = batch_seconds * SAMPLE_RATE
+        order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
+        out: list[list[int]] = []
+        cur: list[int] = []
+        for i in order:  # longest first: the first item of a batch sets its padded length
+            if cur and (len(cur) + 1) * lengths[cur[0]] > budget:
+                out.append(cur)
+                cur = []
+            cur.append(i)
+        if cur:
+            out.append(cur)
+        return out
+
+    def _forward(self, clips: list[np.ndarray]):
+        import torch
+
+        dev = torch.device(self.device)
+        S = max(c.size for c in clips)
+        src = torch.zeros(len(clips), S, dtype=torch.float32)
+        for j, c in enumerate(clips):
+            t = torch.from_numpy(c)
+            if self.normalize:  # funasr: F.layer_norm(source, source.shape), per clip
+                t = torch.nn.functional.layer_norm(t, t.shape)
+            src[j, : c.size] = t
+        n = torch.tensor([c.size for c in clips], dtype=torch.long)
+        self.forward_calls += 1
+        return self._encoder(src.to(dev), n)
+
+    # -- public --------------------------------------------------------------------------
+    def analyse(self, clips: list[np.ndarray], *, batch_seconds: float | None = None,
+                keep_features: bool = False) -> list[SegmentEmotion]:
+        """Utterance scores, frame logits and embedding of each clip (16 kHz mono float32).
+
+        Parameters
+        ----------
+        clips : list of ndarray
+            Each 1-D, ``400 <= len <= max_s * 16000`` samples.
+        batch_seconds : float, optional
+            Padded audio per forward call (default: the config's ``batch_seconds``); a value
+            below the longest clip's duration means one clip per forward.
+        keep_features : bool
+            Also return each clip's ``(T, D)`` frame features (for tests and diagnostics).
+
+        Raises
+        ------
+        SegmentTooShortError, SegmentTooLongError
+            Before any clip reaches the model.
+        """
+        import torch
+
+        clips = self._check(clips)
+        if not clips:
+            return []
+        bs = self.batch_seconds if batch_seconds is None else float(batch_seconds)
+        results: list[SegmentEmotion | None] = [None] * len(clips)
+        with self._lock, torch.inference_mode():
+            for idx in self.buckets([c.size for c in clips], bs):
+                feats, frames = self._forward([clips[i] for i in idx])
+                for j, i in enumerate(idx):
+                    x = feats[j, : int(frames[j])]  # (T, D) this clip's own frames
+                    emb = x.mean(dim=0)
+                    utt = torch.softmax(emb @ self._W.T + self._b, dim=-1)
+                    fl = x @ self._W.T + self._b
+                    results[i] = SegmentEmotion(
+                        scores=utt.float().cpu().numpy(),
+                        frame_logits=fl.float().cpu().numpy(),
+                        embedding=emb.float().cpu().numpy(),
+                        features=x.float().cpu().numpy().copy() if keep_features else None,
+                    )
+        return results  # type: ignore[return-value]
+
+
+def load_emotion_model(config: EmotionConfig, *, resolved: ResolvedModel | None = None,
+                       max_s: float = DEFAULT_MAX_S) -> EmotionModel:
+    """Build emotion2vec with funasr's model class and load its checkpoint strictly.
+
+    Parameters
+    ----------
+    config : EmotionConfig
+        ``model`` (hub id or local dir), ``hub``, ``device``, ``batch_seconds``, ``threads``,
+        ``fast_attention``.
+    resolved : ResolvedModel, optional
+        Already resolved model (skips :func:`tasks.models.resolve`).
+    max_s : float
+        Longest clip accepted (pass ``segmentation.max_s``); bounds memory and the ALiBi cache.
+    """
+    import torch
+    import yaml
+    from funasr.register import tables
+
+    import funasr.models.emotion2vec.model  # noqa: F401  (registers Emotion2vec)
+    from tasks.models import resolve
+    from tasks.testmodels import is_test_model
+    from tasks.emotion_fast import use_sdpa_attention
+
+    if resolved is None:
+        resolved = resolve(config.model, kind="emotion", hub=config.hub)
+    path = Path(resolved.path)
+    model_dir = path if path.is_dir() else path.parent
+    device = resolve_device(config.device)
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
+    cfg = yaml.safe_load((model_dir / "config.yaml").read_text(encoding="utf-8"))
+    tokens = read_tokens(model_dir)
+    label_columns(tokens)  # fail early on unknown labels
+    name = cfg.get("model", "Emotion2vec")
+    cls = tables.model_classes.get(name)
+    if cls is None or name != "Emotion2vec":
+        raise ValueError(f"{model_dir}: model class {name!r} is not emotion2vec")
+    model = cls(model_conf=cfg["model_conf"], vocab_size=len(tokens))
+    if model.proj is None:
+        raise ValueError(f"{model_dir}: model has no classifier head")
+    load_state_strict(model, path if path.is_file() else _checkpoint_file(model_dir), cfg.get("scope_map"))
+    model.modality_encoders["AUDIO"].decoder = None  # pre-training decoder: unused at inference
+    model.eval().to(device)
+    if config.fast_attention:
+        use_sdpa_attention(model)
+    em = EmotionModel(model, model_id=config.model, path=str(path), sha256=resolved.sha256,
+                      tokens=tokens, device=device, is_test_model=is_test_model(path),
+                      batch_seconds=config.batch_seconds, max_s=max_s)
+    if em.is_test_model:
+        log.warning("emotion model %s is a randomly initialised TEST model: its scores mean nothing", path)
+    return em
+
+
+_CACHE: dict[tuple[str, str, str, bool, float], EmotionModel] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def get_emotion_model(config: EmotionConfig, *, max_s: float = DEFAULT_MAX_S) -> EmotionModel:
+    """The process-wide model for ``config``: loaded once per worker process, then reused.
+
+    Keyed by (resolved path, sha256, device, fast_attention, max_s).
+    """
+    from tasks.models import resolve
+
+    resolved = resolve(config.model, kind="emotion", hub=config.hub)
+    key = (resolved.path, resolved.sha256, resolve_device(config.device), config.fast_attention, float(max_s))
+    with _CACHE_LOCK:
+        em = _CACHE.get(key)
+        if em is None:
+            em = _CACHE[key] = load_emotion_model(config, resolved=resolved, max_s=max_s)
+    return em
