@@ -39,6 +39,11 @@ MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 ACCEPTED_EXTENSIONS = (".wav", ".mp3", ".m4a", ".flac", ".ogg")
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
+UI_MAX_CLIP_S = 30.0
+"""Without diarization the whole file is one segment: up to this long it is one forward pass; a
+longer file is cut into equal windows (each <= this) whose frame logits are concatenated. The
+classifier is linear on the mean frame feature, so the file's utterance logits are the mean of all
+frame logits and its embedding the frame-weighted mean of the windows' embeddings."""
 
 
 class UIInputError(ValueError):
@@ -103,7 +108,7 @@ class Analyser:
         if model is None:
             from tasks.emotion import get_emotion_model
 
-            model = get_emotion_model(config.emotion)
+            model = get_emotion_model(config.emotion, max_s=UI_MAX_CLIP_S)
         self.model = model
 
     @property
@@ -140,11 +145,13 @@ class Analyser:
                 notes.append("diarization found no speech segment long enough: analysing the whole file")
             elif skipped:
                 notes.append(f"{len(skipped)} segment(s) not scored (too short or overlapped speech)")
-        if not spans:
-            spans, ids = [("SPEAKER_00", 0.0, len(audio) / SAMPLE_RATE)], [f"{rid}_0000"]
-        clips = [audio[int(s * SAMPLE_RATE): int(e * SAMPLE_RATE)] for _, s, e in spans]
         with self._lock:
-            results = self.model.analyse(clips)
+            if spans:
+                clips = [audio[int(s * SAMPLE_RATE): int(e * SAMPLE_RATE)] for _, s, e in spans]
+                results = self.model.analyse(clips)
+            else:
+                spans, ids = [("SPEAKER_00", 0.0, len(audio) / SAMPLE_RATE)], [f"{rid}_0000"]
+                results = [self._whole_file(audio)]
         frame_mode = granularity == "frame"
         hop = self.config.drilldown.frame_hop_s
         model_info = {"id": str(getattr(self.model, "model_id", "")), "sha256": str(getattr(self.model, "sha256", ""))}
@@ -169,6 +176,27 @@ class Analyser:
             docs.append(doc)
         emb = np.stack([np.asarray(r.embedding, dtype=np.float32) for r in results]) if embedding else None
         return Analysis(docs, emb, frames, hop, len(audio) / SAMPLE_RATE, notes, skipped)
+
+
+    def _whole_file(self, audio: np.ndarray):  # type: ignore[no-untyped-def]
+        """One result for the whole file (windows of <= UI_MAX_CLIP_S combined exactly, see above)."""
+        from tasks.audio import SAMPLE_RATE
+        from tasks.emotion import SegmentEmotion, _softmax_rows
+
+        n = len(audio)
+        windows = max(1, int(np.ceil(n / (UI_MAX_CLIP_S * SAMPLE_RATE))))
+        if windows == 1:
+            return self.model.analyse([audio])[0]
+        step = int(np.ceil(n / windows / 320)) * 320  # whole emotion2vec frames (320 samples)
+        clips = [audio[i: i + step] for i in range(0, n, step)]
+        if len(clips) > 1 and len(clips[-1]) < 400:  # below the model's window: join to the previous
+            clips[-2] = np.concatenate([clips[-2], clips.pop()])
+        parts = self.model.analyse(clips)
+        logits = np.concatenate([np.asarray(p.frame_logits, dtype=np.float32) for p in parts])
+        weights = np.array([len(p.frame_logits) for p in parts], dtype=np.float64)
+        emb = (np.stack([np.asarray(p.embedding, dtype=np.float64) for p in parts]) * weights[:, None]).sum(0)
+        return SegmentEmotion(scores=_softmax_rows(logits.astype(np.float64).mean(0)),
+                              frame_logits=logits, embedding=(emb / weights.sum()).astype(np.float32))
 
 
 # --------------------------------------------------------------------------------------- page

@@ -112,3 +112,24 @@ def test_diarize_option_scores_each_speaker_segment(analyser, shared_data, monke
     for d in a.segments:
         assert 1.5 - 1e-6 <= d["end"] - d["start"] <= 10.0 + 1e-6
     assert {s["status"] for s in a.skipped} <= {"too_short", "overlap"}
+
+
+def test_long_file_is_windowed_and_combined(analyser, shared_data, tmp_path):
+    """A 70 s file: three windows whose frame logits are concatenated (utterance = mean frame logit)."""
+    import soundfile as sf
+
+    from tasks.audio import load_audio
+    from tasks.emotion import _softmax_rows
+
+    audio = np.concatenate([load_audio(shared_data / "ami" / f)[0] for f in ("dev00.flac", "dev01.flac", "trn00.flac")])
+    audio = audio[: 70 * 16000]
+    path = tmp_path / "long.wav"
+    sf.write(path, audio, 16000, subtype="PCM_16")
+    a = analyser.analyse(path, granularity="frame", embedding=True)
+    assert len(a.segments) == 1 and a.segments[0]["end"] == pytest.approx(70.0, abs=0.01)
+    fr = a.frames[0]
+    assert fr.shape[0] == pytest.approx(70 / 0.02, rel=0.01)
+    direct = analyser.model.analyse([audio[:23 * 16000]])[0]
+    whole = analyser._whole_file(np.asarray(load_audio(path)[0]))
+    np.testing.assert_allclose(whole.scores, _softmax_rows(whole.frame_logits.astype(np.float64).mean(0)), rtol=1e-5)
+    assert direct.frame_logits.shape[1] == 9

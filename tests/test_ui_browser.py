@@ -6,11 +6,9 @@ port. Set ``EMOFLOW_SCREENSHOTS=1`` to save ``docs/ui_frame_mode.png`` (and the 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import socket
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -40,19 +38,10 @@ def ui_url(request: pytest.FixtureRequest):
     from flows.ui import launch_ui
     from tasks.config import load_config
 
-    model = None
-    overrides: list[str] = []
-    if importlib.util.find_spec("tasks.emotion") is not None:
-        tiny = request.getfixturevalue("tiny_model_dir")
-        overrides = [f"emotion.model={tiny}", "emotion.device=cpu"]
-    else:  # until the emotion stage is merged: the interface fake, said out loud
-        from tests.fakes import FakeEmotionModel
-
-        warnings.warn("tasks.emotion is not available: the browser test uses tests.fakes.FakeEmotionModel")
-        model = FakeEmotionModel()
-    cfg = load_config(overrides=overrides)
+    tiny = request.getfixturevalue("tiny_model_dir")
+    cfg = load_config(overrides=[f"emotion.model={tiny}", "emotion.device=cpu"])
     port = _free_port()
-    demo = launch_ui(host="127.0.0.1", port=port, config=cfg, block=False, model=model)
+    demo = launch_ui(host="127.0.0.1", port=port, config=cfg, block=False)
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
