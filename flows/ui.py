@@ -297,7 +297,13 @@ def build_ui(config: Config | str | Path | None = None, *, model: Any = None):
         p = example_audio_path()
         if p is None:
             return None, _message("No example audio found (data/ or ../shared/data/ami).")
-        return str(p), _message(f"example {p.name} loaded: press Analyse.", "info")
+        # Gradio serves only files under the cwd or the temp dir: hand it a copy in ours
+        from tasks.storage import atomic_write_bytes
+
+        copy = out_root / "examples" / p.name
+        if not copy.is_file():
+            atomic_write_bytes(copy, p.read_bytes())
+        return str(copy), _message(f"example {p.name} loaded: press Analyse.", "info")
 
     theme = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
     with gr.Blocks(title="emoflow: speech emotion", analytics_enabled=False) as demo:

@@ -147,3 +147,18 @@ def test_random_bytes_are_refused_in_the_page(page, tmp_path):
     assert text.count("\n") == 0 and "random.wav: not an audio file" in text
     assert "Traceback" not in page.content() and "/tmp/" not in text
     _shot(page, "ui_error_not_audio.png")
+
+
+def test_load_example_button(page):
+    from flows.ui import example_audio_path
+
+    example = example_audio_path()
+    if example is None:
+        pytest.skip("no example audio")
+    page.locator("#example-button").click()
+    page.wait_for_selector(f"#message:has-text('example {example.name} loaded')")
+    assert example.name in page.locator("#audio-input").inner_text().replace("\n", "")
+    page.locator("#analyse-button").click()  # utterance mode, the default
+    page.wait_for_selector("#message:has-text('done')")
+    assert page.locator("#top-emotion .label").inner_text().strip() in EMOTIONS
+    assert not page.locator("#frame-chart img").count() or not page.locator("#frame-chart").is_visible()
