@@ -140,3 +140,16 @@ def _row(rid: str, d: dict) -> dict:
     return {"recording_id": rid, "der": rate(missed + fa + conf), "missed": rate(missed), "false_alarm": rate(fa),
             "confusion": rate(conf), "missed_s": missed, "false_alarm_s": fa, "confusion_s": conf,
             "reference_s": total}
+
+
+def format_table(df: pd.DataFrame) -> str:
+    """The evaluation as a plain-text table (rates in %, times in seconds), for the command line."""
+    out = df.copy()
+    for col in ("der", "missed", "false_alarm", "confusion"):
+        out[col] = (out[col] * 100).map(lambda v: f"{v:6.2f}%")
+    for col in ("missed_s", "false_alarm_s", "confusion_s", "reference_s"):
+        out[col] = out[col].map(lambda v: f"{v:8.2f}")
+    text = out.to_string(index=False)
+    if df.attrs.get("unscored"):
+        text += "\nnot in the reference (not scored): " + ", ".join(df.attrs["unscored"])
+    return text + "\n(collar 0 s, overlapped speech scored)"

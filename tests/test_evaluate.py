@@ -36,6 +36,10 @@ def test_reference_against_itself_is_zero(ami):
     assert (df.reference_s > 0).all()
     assert df.reference_s.iloc[-1] == pytest.approx(df.reference_s.iloc[:-1].sum())
     assert df.attrs["unscored"] == []
+    from tasks.evaluate import format_table
+
+    text = format_table(df)
+    assert "TOTAL" in text and "0.00%" in text and "collar 0 s" in text
 
 
 def test_speaker_names_do_not_matter(ami, tmp_path):
