@@ -104,3 +104,20 @@ def test_empty_run_dir_still_renders(tmp_path):
 def test_missing_run_dir_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="run directory not found"):
         build_report(tmp_path / "nope")
+
+
+def test_csv_only_run_with_empty_labels_and_a_silent_recording(tmp_path):
+    """segments.csv fallback, empty-string labels of unscored rows, a recording without segments."""
+    import pandas as pd
+
+    fake = make_run_dir(tmp_path / "r", seed=6, n_recordings=1, duration_s=20)
+    seg = pd.read_parquet(fake.path / "segments.parquet")
+    seg["label"] = seg["label"].fillna("")
+    (fake.path / "segments.parquet").unlink()
+    seg.to_csv(fake.path / "segments.csv", index=False)
+    (fake.path / "recordings" / "silent").mkdir()
+    text = build_report(fake.path).read_text()
+    data = load_run(fake.path)
+    assert data.segments.loc[data.segments.status != "ok", "label"].isna().all()
+    assert 'id="rec-silent"' in text and (fake.path / "recordings" / "silent" / "timeline.png").is_file()
+    assert f"{int((seg.status == 'ok').sum())} scored" in text
