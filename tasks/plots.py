@@ -174,7 +174,8 @@ def confidence_histogram_figure(confidence: Iterable[float], *, threshold: float
     ax.axvline(threshold, color="#d62728", linestyle="--", linewidth=1.5)
     below = int((conf < threshold).sum())
     ax.text(threshold, ax.get_ylim()[1] * 0.95, f"  threshold {threshold:g}\n  {below} of {conf.size} below (drilled)",
-            color="#d62728", va="top", fontsize=8)
+            color="#d62728", va="top", fontsize=8,
+            bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "none", "pad": 1.5})
     ax.set_xlim(0, 1)
     ax.set_xlabel("confidence of the top emotion")
     ax.set_ylabel("segments")
