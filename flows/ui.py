@@ -1,0 +1,364 @@
+"""Single-file web UI (Gradio): analyse one recording in the browser.
+
+``emoflow ui`` calls :func:`launch_ui`; it binds 127.0.0.1:7860 by default (local only).
+
+The page runs the same stage functions as the flow (``tasks.audio.load_audio``,
+``tasks.denoise.denoise``, ``tasks.diarize.diarize``, ``tasks.emotion.get_emotion_model``), and
+the emotion model is loaded once, when the UI is built, then shared by every request.
+
+Results: the top emotion with emoji and confidence, the 9 scores as bars, in frame mode a line
+chart of the frame scores over time, and downloads of ``result.json`` (the segment JSON of the run
+directory contract; frame scores are inlined under ``frames.scores`` since there is no run dir)
+and ``embedding.npy`` ((D,) for one segment, (n, D) with diarization).
+
+Bad input (over 10 MB, not audio, corrupt, too short) produces a one-line message in the page,
+never a stack trace.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tasks.config import Config, load_config
+from tasks.plots import EMOTION_COLOURS, EMOTION_EMOJI, frame_curves_figure, scores_bar_figure
+from tasks.records import EMOTIONS, make_recording_id
+from tasks.storage import atomic_write_json, atomic_write_npy
+
+log = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parent.parent
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+ACCEPTED_EXTENSIONS = (".wav", ".mp3", ".m4a", ".flac", ".ogg")
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 7860
+UI_MAX_CLIP_S = 30.0
+"""Without diarization the whole file is one segment: up to this long it is one forward pass; a
+longer file is cut into equal windows (each <= this) whose frame logits are concatenated. The
+classifier is linear on the mean frame feature, so the file's utterance logits are the mean of all
+frame logits and its embedding the frame-weighted mean of the windows' embeddings."""
+
+
+class UIInputError(ValueError):
+    """The uploaded file cannot be analysed; the message is shown in the page."""
+
+
+def example_audio_path() -> Path | None:
+    """An example recording: the first audio file in the repo's ``data/``, else one of
+    ``../shared/data/ami`` (CC BY 4.0 AMI excerpts); ``None`` when neither exists."""
+    for folder, pattern in ((ROOT / "data", "*"), (ROOT.parent / "shared" / "data" / "ami", "*.flac")):
+        if folder.is_dir():
+            files = sorted(p for p in folder.glob(pattern) if p.suffix.lower() in ACCEPTED_EXTENSIONS and p.is_file())
+            small = [p for p in files if p.stat().st_size <= MAX_UPLOAD_BYTES]
+            if small:
+                return small[0]
+    return None
+
+
+def check_upload(path: str | Path | None) -> Path:
+    """Reject what the UI does not take (missing, > 10 MB, wrong extension) with a one-line message."""
+    if path is None or str(path) == "":
+        raise UIInputError("No file: drop an audio file (WAV, MP3, M4A, FLAC or OGG, up to 10 MB) or load the example.")
+    p = Path(path)
+    if not p.is_file():
+        raise UIInputError(f"{p.name}: the upload did not arrive, please try again.")
+    size = p.stat().st_size
+    if size > MAX_UPLOAD_BYTES:
+        raise UIInputError(f"{p.name} is {size / 1024 / 1024:.1f} MB: the limit is "
+                           f"{MAX_UPLOAD_BYTES // (1024 * 1024)} MB. Cut it shorter, or use `emoflow run` for long recordings.")
+    if p.suffix.lower() not in ACCEPTED_EXTENSIONS:
+        raise UIInputError(f"{p.name}: not a supported audio file (expected "
+                           f"{', '.join(e[1:].upper() for e in ACCEPTED_EXTENSIONS)}).")
+    return p
+
+
+@dataclass
+class Analysis:
+    """One UI request's results."""
+
+    segments: list[dict[str, Any]]  # segment JSON documents (DESIGN.md format)
+    embeddings: np.ndarray | None
+    frames: list[np.ndarray] = field(default_factory=list)  # (T, 9) per segment, frame mode
+    hop_s: float = 0.02
+    duration: float = 0.0
+    notes: list[str] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)  # diarized segments not scored (status != ok)
+
+    @property
+    def overall_scores(self) -> np.ndarray:
+        """Duration-weighted mean of the segments' scores."""
+        w = np.array([max(s["end"] - s["start"], 1e-6) for s in self.segments])
+        s = np.array([[seg["scores"][e] for e in EMOTIONS] for seg in self.segments])
+        return (w[:, None] * s).sum(0) / w.sum()
+
+
+class Analyser:
+    """Holds the model (loaded once) and runs the stages for one file."""
+
+    def __init__(self, config: Config, model: Any = None) -> None:
+        self.config = config
+        self._lock = threading.Lock()
+        if model is None:
+            from tasks.emotion import get_emotion_model
+
+            model = get_emotion_model(config.emotion, max_s=UI_MAX_CLIP_S)
+        self.model = model
+
+    @property
+    def is_test_model(self) -> bool:
+        return bool(getattr(self.model, "is_test_model", False))
+
+    def analyse(self, path: str | Path, *, granularity: str = "utterance", embedding: bool = False,
+                denoise: bool = False, diarize: bool = False) -> Analysis:
+        from tasks.audio import SAMPLE_RATE, load_audio
+
+        p = check_upload(path)
+        audio, info = load_audio(p, config=self.config.audio)
+        notes = list(info.warnings)
+        rid = make_recording_id(p.stem)
+        if denoise:
+            from tasks.denoise import denoise as denoise_audio
+
+            audio, _stats = denoise_audio(audio, config=self.config.denoise)
+        spans: list[tuple[str, float, float]] = []
+        ids: list[str] = []
+        skipped: list[dict[str, Any]] = []
+        if diarize:
+            from tasks.diarize import diarize as diarize_audio
+            from tasks.segment import build_segments
+
+            result = diarize_audio(audio, recording_id=rid, config=self.config.diarization)
+            segments = build_segments(result.turns(), recording_id=rid, config=self.config.segmentation,
+                                      overlaps=result.overlaps(), audio=audio, sample_rate=SAMPLE_RATE)
+            spans = [(s.speaker, s.start, s.end) for s in segments if s.status == "ok"]
+            ids = [s.segment_id for s in segments if s.status == "ok"]
+            skipped = [{"segment_id": s.segment_id, "speaker": s.speaker, "start": round(s.start, 3),
+                        "end": round(s.end, 3), "status": s.status} for s in segments if s.status != "ok"]
+            if not spans:
+                notes.append("diarization found no speech segment long enough: analysing the whole file")
+            elif skipped:
+                notes.append(f"{len(skipped)} segment(s) not scored (too short or overlapped speech)")
+        with self._lock:
+            if spans:
+                clips = [audio[int(s * SAMPLE_RATE): int(e * SAMPLE_RATE)] for _, s, e in spans]
+                results = self.model.analyse(clips)
+            else:
+                spans, ids = [("SPEAKER_00", 0.0, len(audio) / SAMPLE_RATE)], [f"{rid}_0000"]
+                results = [self._whole_file(audio)]
+        frame_mode = granularity == "frame"
+        hop = self.config.drilldown.frame_hop_s
+        model_info = {"id": str(getattr(self.model, "model_id", "")), "sha256": str(getattr(self.model, "sha256", ""))}
+        docs, frames = [], []
+        for i, ((spk, s, e), r) in enumerate(zip(spans, results)):
+            scores = np.asarray(r.scores, dtype=float)
+            best = int(np.argmax(scores))
+            doc: dict[str, Any] = {
+                "segment_id": ids[i] if i < len(ids) else f"{rid}_{i:04d}", "recording_id": rid, "speaker": spk,
+                "start": round(s, 3), "end": round(e, 3), "granularity": granularity,
+                "emotion": EMOTIONS[best], "confidence": round(float(scores[best]), 6),
+                "scores": {k: round(float(v), 6) for k, v in zip(EMOTIONS, scores)},
+                "frames": None, "model": model_info,
+            }
+            if frame_mode:
+                fr = np.asarray(r.frame_scores(smooth_s=self.config.drilldown.smooth_s, hop_s=hop), dtype=np.float32)
+                frames.append(fr)
+                doc["frames"] = {"hop_s": hop, "labels": list(EMOTIONS),
+                                 "scores": [[round(float(x), 5) for x in row] for row in fr]}
+            if self.is_test_model:
+                doc["test_model"] = True
+            docs.append(doc)
+        emb = np.stack([np.asarray(r.embedding, dtype=np.float32) for r in results]) if embedding else None
+        return Analysis(docs, emb, frames, hop, len(audio) / SAMPLE_RATE, notes, skipped)
+
+
+    def _whole_file(self, audio: np.ndarray):  # type: ignore[no-untyped-def]
+        """One result for the whole file (windows of <= UI_MAX_CLIP_S combined exactly, see above)."""
+        from tasks.audio import SAMPLE_RATE
+        from tasks.emotion import SegmentEmotion, _softmax_rows
+
+        n = len(audio)
+        windows = max(1, int(np.ceil(n / (UI_MAX_CLIP_S * SAMPLE_RATE))))
+        if windows == 1:
+            return self.model.analyse([audio])[0]
+        step = int(np.ceil(n / windows / 320)) * 320  # whole emotion2vec frames (320 samples)
+        clips = [audio[i: i + step] for i in range(0, n, step)]
+        if len(clips) > 1 and len(clips[-1]) < 400:  # below the model's window: join to the previous
+            clips[-2] = np.concatenate([clips[-2], clips.pop()])
+        parts = self.model.analyse(clips)
+        logits = np.concatenate([np.asarray(p.frame_logits, dtype=np.float32) for p in parts])
+        weights = np.array([len(p.frame_logits) for p in parts], dtype=np.float64)
+        emb = (np.stack([np.asarray(p.embedding, dtype=np.float64) for p in parts]) * weights[:, None]).sum(0)
+        return SegmentEmotion(scores=_softmax_rows(logits.astype(np.float64).mean(0)),
+                              frame_logits=logits, embedding=(emb / weights.sum()).astype(np.float32))
+
+
+# --------------------------------------------------------------------------------------- page
+TEST_MODEL_HTML = ('<div id="test-model-banner" style="background:#b71c1c;color:#fff;padding:10px 14px;'
+                   'border-radius:6px;font-weight:bold">⚠ TEST MODEL (random weights): the emotion scores on this '
+                   "page are meaningless. Set <code>emotion.model</code> to a real emotion2vec+ model.</div>")
+
+
+def _message(text: str, kind: str = "error") -> str:
+    colour = {"error": "#b71c1c", "info": "#1b5e20", "warn": "#e65100"}[kind]
+    icon = {"error": "⚠", "info": "✓", "warn": "ℹ"}[kind]
+    return (f'<div class="emoflow-message emoflow-{kind}" style="color:{colour};font-weight:600">'
+            f"{icon} {html.escape(text)}</div>")
+
+
+def _top_html(analysis: Analysis, test_model: bool) -> str:
+    scores = analysis.overall_scores
+    best = int(np.argmax(scores))
+    label = EMOTIONS[best]
+    n = len(analysis.segments)
+    scope = f"over {n} speaker segments" if n > 1 else f"{analysis.duration:.1f} s"
+    note = ' <span style="color:#b71c1c">(random test model)</span>' if test_model else ""
+    return (f'<div id="top-emotion" style="font-size:1.6em;padding:6px 0">'
+            f'<span class="emoji">{EMOTION_EMOJI[label]}</span> '
+            f'<b class="label" style="color:{EMOTION_COLOURS[label]}">{label}</b> '
+            f'<span class="confidence">{scores[best] * 100:.1f}%</span></div>'
+            f'<div style="color:#666">{scope}{note}</div>')
+
+
+def _segments_table(analysis: Analysis) -> list[list[Any]]:
+    rows = [[d["segment_id"], d["speaker"], d["start"], d["end"], f"{EMOTION_EMOJI[d['emotion']]} {d['emotion']}",
+             round(d["confidence"], 3), "ok"] for d in analysis.segments]
+    rows += [[d["segment_id"], d["speaker"], d["start"], d["end"], "", None, d["status"]] for d in analysis.skipped]
+    return sorted(rows, key=lambda r: r[2])
+
+
+def build_ui(config: Config | str | Path | None = None, *, model: Any = None):
+    """The Gradio app (``gr.Blocks``). ``config``: a Config, a YAML path or None (defaults).
+
+    The emotion model is loaded here, once (``model`` injects an already loaded one).
+    """
+    import gradio as gr
+
+    cfg = config if isinstance(config, Config) else load_config(config)
+    analyser = Analyser(cfg, model=model)
+    out_root = Path(tempfile.mkdtemp(prefix="emoflow-ui-"))
+    counter = iter(range(1, 1 << 62))
+    model_id = html.escape(str(getattr(analyser.model, "model_id", cfg.emotion.model)))
+
+    def on_upload(path: str | None) -> str:
+        if not path:
+            return ""
+        try:
+            p = check_upload(path)
+        except UIInputError as exc:
+            return _message(str(exc))
+        return _message(f"{p.name} ({p.stat().st_size / 1024:.0f} kB) ready: press Analyse.", "info")
+
+    def run(path, granularity, want_embedding, want_denoise, want_diarize):  # type: ignore[no-untyped-def]
+        from tasks.audio import AudioError
+
+        empty = (None, None, gr.update(value=None, visible=False), gr.update(value=None, visible=False),
+                 None, None)
+        try:
+            analysis = analyser.analyse(path, granularity=granularity, embedding=bool(want_embedding),
+                                        denoise=bool(want_denoise), diarize=bool(want_diarize))
+        except UIInputError as exc:
+            return (_message(str(exc)), "", *empty)
+        except AudioError as exc:
+            name = Path(exc.path).name
+            return (_message(str(exc).replace(exc.path, name)), "", *empty)
+        except Exception as exc:  # noqa: BLE001 - the page shows one line, the log has the traceback
+            log.exception("analysis failed")
+            first = (str(exc).splitlines() or [""])[0][:300]
+            return (_message(f"analysis failed: {type(exc).__name__}: {first}"), "", *empty)
+        req = out_root / f"{next(counter):06d}"
+        doc: Any = analysis.segments[0] if len(analysis.segments) == 1 else analysis.segments
+        json_path = atomic_write_json(req / "result.json", doc)
+        emb_path = None
+        if analysis.embeddings is not None:
+            emb = analysis.embeddings[0] if len(analysis.embeddings) == 1 else analysis.embeddings
+            emb_path = atomic_write_npy(req / "embedding.npy", emb)
+        bars = scores_bar_figure(analysis.overall_scores, title="scores (9 emotions)")
+        frame_fig = None
+        if analysis.frames:
+            curves = [(f"{d['speaker']} {d['start']:.1f}–{d['end']:.1f} s", d["start"], analysis.hop_s, fr)
+                      for d, fr in list(zip(analysis.segments, analysis.frames))[:6]]
+            frame_fig = frame_curves_figure(curves, ncols=1)
+        notes = "; ".join(analysis.notes)
+        msg = _message(f"done: {len(analysis.segments)} segment(s)" + (f" ({notes})" if notes else ""), "info")
+        table = _segments_table(analysis)
+        return (msg, _top_html(analysis, analyser.is_test_model), bars,
+                gr.update(value=frame_fig, visible=frame_fig is not None),
+                gr.update(value=table, visible=bool(want_diarize)),
+                str(json_path), str(emb_path) if emb_path else None)
+
+    def load_example():  # type: ignore[no-untyped-def]
+        p = example_audio_path()
+        if p is None:
+            return None, _message("No example audio found (data/ or ../shared/data/ami).")
+        # Gradio serves only files under the cwd or the temp dir: hand it a copy in ours
+        from tasks.storage import atomic_write_bytes
+
+        copy = out_root / "examples" / p.name
+        if not copy.is_file():
+            atomic_write_bytes(copy, p.read_bytes())
+        return str(copy), _message(f"example {p.name} loaded: press Analyse.", "info")
+
+    theme = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
+    with gr.Blocks(title="emoflow: speech emotion", analytics_enabled=False) as demo:
+        gr.Markdown(f"## emoflow · speech emotion (emotion2vec+)\nModel: `{model_id}`")
+        if analyser.is_test_model:
+            gr.HTML(TEST_MODEL_HTML)
+        with gr.Row():
+            with gr.Column(scale=1):
+                audio_in = gr.File(label="Audio file (WAV, MP3, M4A, FLAC, OGG; up to 10 MB): drop it here",
+                                   file_count="single", type="filepath", elem_id="audio-input")
+                example_btn = gr.Button("Load example audio", elem_id="example-button")
+                granularity = gr.Radio(["utterance", "frame"], value="utterance", label="Granularity",
+                                       elem_id="granularity")
+                want_emb = gr.Checkbox(label="Extract embedding", value=False, elem_id="extract-embedding")
+                with gr.Accordion("Options", open=False):
+                    want_denoise = gr.Checkbox(label="Denoise first", value=False, elem_id="denoise")
+                    want_diarize = gr.Checkbox(label="Diarize (results per speaker segment)", value=False,
+                                               elem_id="diarize")
+                analyse_btn = gr.Button("Analyse", variant="primary", elem_id="analyse-button")
+                message = gr.HTML("", elem_id="message")
+            with gr.Column(scale=2):
+                top = gr.HTML("", elem_id="top-emotion-panel")
+                bars = gr.Plot(label="Scores", format="png", elem_id="scores-chart")
+                frame_chart = gr.Plot(label="Frame scores over time", format="png", visible=False,
+                                      elem_id="frame-chart")
+                seg_table = gr.Dataframe(headers=["segment", "speaker", "start", "end", "emotion", "confidence", "status"],
+                                         visible=False, label="Speaker segments", elem_id="segments-table")
+                with gr.Row():
+                    json_out = gr.File(label="result.json", elem_id="result-json", interactive=False)
+                    emb_out = gr.File(label="embedding.npy", elem_id="embedding-npy", interactive=False)
+        audio_in.upload(on_upload, audio_in, message)
+        example_btn.click(load_example, None, [audio_in, message])
+        analyse_btn.click(run, [audio_in, granularity, want_emb, want_denoise, want_diarize],
+                          [message, top, bars, frame_chart, seg_table, json_out, emb_out])
+    demo.emoflow_analyser = analyser  # type: ignore[attr-defined]
+    demo.emoflow_theme = theme  # type: ignore[attr-defined]  # Gradio 6 takes the theme in launch()
+    return demo
+
+
+def launch_ui(*, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, config: Config | str | Path | None = None,
+              block: bool = True, model: Any = None):
+    """Build and serve the UI on ``host:port`` (local only by default). Returns the Blocks.
+
+    ``block=False`` returns once the server is up (tests); ``demo.close()`` stops it.
+    """
+    import os
+
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    demo = build_ui(config, model=model)
+    demo.queue(default_concurrency_limit=1)
+    demo.launch(server_name=host, server_port=port, share=False, inbrowser=False, show_error=False,
+                prevent_thread_lock=not block, max_file_size="100mb", quiet=True,
+                theme=getattr(demo, "emoflow_theme", None))
+    return demo
+
+
+__all__ = ["build_ui", "launch_ui", "example_audio_path", "check_upload", "Analyser", "Analysis", "UIInputError",
+           "MAX_UPLOAD_BYTES"]

@@ -1,0 +1,93 @@
+"""Diarization evaluation against the AMI reference (pyannote.metrics, collar 0, overlap scored)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tasks.evaluate import EvaluationError, evaluate_diarization
+from tests.rundir_factory import make_run_dir
+
+
+@pytest.fixture(scope="module")
+def ami(tmp_path_factory: pytest.TempPathFactory):
+    ami = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "ami"
+    if not (ami / "debug.development.rttm").is_file():
+        pytest.skip("../shared/data/ami not present")
+    run = make_run_dir(tmp_path_factory.mktemp("eval") / "run", seed=7,
+                       reference_rttm=ami / "debug.development.rttm")
+    return ami, run
+
+
+def _rttm_lines(path: Path) -> list[list[str]]:
+    return [line.split() for line in path.read_text().splitlines() if line.strip()]
+
+
+def _write(path: Path, rows: list[list[str]]) -> None:
+    path.write_text("".join(" ".join(r) + "\n" for r in rows))
+
+
+def test_reference_against_itself_is_zero(ami):
+    ami_dir, run = ami
+    df = evaluate_diarization(run.path, ami_dir / "debug.development.rttm", uem=ami_dir / "debug.development.uem")
+    assert df.recording_id.tolist() == ["dev00", "dev01", "TOTAL"]
+    assert (df[["der", "missed", "false_alarm", "confusion"]] == 0).all().all()
+    assert (df.reference_s > 0).all()
+    assert df.reference_s.iloc[-1] == pytest.approx(df.reference_s.iloc[:-1].sum())
+    assert df.attrs["unscored"] == []
+    from tasks.evaluate import format_table
+
+    text = format_table(df)
+    assert "TOTAL" in text and "0.00%" in text and "collar 0 s" in text
+
+
+def test_speaker_names_do_not_matter(ami, tmp_path):
+    ami_dir, run = ami
+    rttm = run.path / "recordings" / "dev00" / "diarization.rttm"
+    names: dict[str, str] = {}
+    rows = _rttm_lines(rttm)
+    for r in rows:
+        r[7] = names.setdefault(r[7], f"SPEAKER_{len(names):02d}")
+    copy = make_run_dir(tmp_path / "run", seed=7, reference_rttm=ami_dir / "debug.development.rttm")
+    _write(copy.path / "recordings" / "dev00" / "diarization.rttm", rows)
+    df = evaluate_diarization(copy.path, ami_dir / "debug.development.rttm")
+    assert df.der.max() == 0
+
+
+def test_perturbed_copy_has_the_expected_errors(ami, tmp_path):
+    ami_dir, _ = ami
+    run = make_run_dir(tmp_path / "run", seed=7, reference_rttm=ami_dir / "debug.development.rttm")
+    rttm = run.path / "recordings" / "dev00" / "diarization.rttm"
+    rows = _rttm_lines(rttm)
+    # drop the first turn (1.44–13.312 s, MEE009, nobody else speaks then): pure missed speech
+    dropped = rows.pop(0)
+    assert dropped[3] == "1.440" and dropped[7] == "MEE009"
+    _write(rttm, rows)
+    df = evaluate_diarization(run.path, ami_dir / "debug.development.rttm", uem=ami_dir / "debug.development.uem")
+    dev00 = df.set_index("recording_id").loc["dev00"]
+    assert dev00.missed_s == pytest.approx(11.872, abs=1e-3)
+    assert dev00.false_alarm_s == pytest.approx(0, abs=1e-6) and dev00.confusion_s == pytest.approx(0, abs=1e-6)
+    assert dev00.der == pytest.approx(11.872 / dev00.reference_s)
+    assert df.set_index("recording_id").loc["dev01", "der"] == 0
+    total = df.iloc[-1]
+    assert 0 < total.der < dev00.der
+    assert total.missed_s == pytest.approx(11.872, abs=1e-3)
+
+    # add a spurious turn of a new speaker in a silent stretch, and relabel another turn
+    rows.append(["SPEAKER", "dev00", "1", "0.100", "1.000", "<NA>", "<NA>", "GHOST", "<NA>", "<NA>"])
+    _write(rttm, rows)
+    df2 = evaluate_diarization(run.path, ami_dir / "debug.development.rttm", uem=ami_dir / "debug.development.uem")
+    d2 = df2.set_index("recording_id").loc["dev00"]
+    assert d2.false_alarm_s == pytest.approx(1.0, abs=1e-3)
+    assert d2.der > dev00.der
+
+
+def test_errors_are_one_line(ami, tmp_path):
+    ami_dir, run = ami
+    with pytest.raises(EvaluationError, match="RTTM file not found"):
+        evaluate_diarization(run.path, tmp_path / "missing.rttm")
+    with pytest.raises(EvaluationError, match="not a run directory"):
+        evaluate_diarization(tmp_path, ami_dir / "debug.development.rttm")
+    with pytest.raises(EvaluationError, match="no recording of"):
+        evaluate_diarization(run.path, ami_dir / "debug.train.rttm")

@@ -1,0 +1,123 @@
+"""The run report: every element present, self-contained, timeline PNGs written."""
+
+from __future__ import annotations
+
+import base64
+import re
+from pathlib import Path
+
+import pytest
+
+from tasks.config import ReportConfig
+from tasks.report import build_report, load_run
+from tests.rundir_factory import make_run_dir
+
+SHARED_AMI = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "ami"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory):
+    audio_dir = SHARED_AMI if (SHARED_AMI / "dev00.flac").is_file() else None
+    rttm = SHARED_AMI / "debug.development.rttm"
+    return make_run_dir(tmp_path_factory.mktemp("runs") / "run", seed=3,
+                        reference_rttm=rttm if rttm.is_file() else None, audio_dir=audio_dir)
+
+
+@pytest.fixture(scope="module")
+def report(run) -> str:
+    path = build_report(run.path)
+    assert path == run.path / "report.html"
+    return path.read_text(encoding="utf-8")
+
+
+def test_timeline_png_per_recording(run, report):
+    for rid in run.recording_ids:
+        png = run.path / "recordings" / rid / "timeline.png"
+        assert png.is_file(), rid
+        assert png.read_bytes()[:8] == PNG_MAGIC
+        assert f'id="rec-{rid}"' in report
+        assert f'alt="timeline of {rid}"' in report
+
+
+def test_report_has_every_element(run, report):
+    for alt in ("confidence histogram, threshold 0.7", "emotion distribution per speaker in",
+                "frame scores of drilled segments in"):
+        assert f'alt="{alt}' in report, alt
+    assert 'id="lowest"' in report and "Lowest-confidence segments" in report
+    assert "Resolved config (config.yaml)" in report and "threshold: 0.7" in report
+    assert "tiny-test-model" in report  # model facts
+    assert run.segments.model_sha256.iloc[0] in report
+    assert "CorruptAudioError" in report  # failures.csv
+
+
+def test_lowest_confidence_table_is_sorted_and_sized(run, report):
+    scored = run.segments[run.segments.status == "ok"].sort_values("confidence")
+    table = report.split('id="lowest"')[1].split("</section>")[0]
+    ids = re.findall(r"<code>([^<]+_\d{4})</code>", table)
+    assert ids == scored.segment_id.head(20).tolist()
+    # every row has a playable, embedded clip
+    clips = re.findall(r'<audio controls preload="none" src="data:audio/wav;base64,([A-Za-z0-9+/=]+)"', table)
+    assert len(clips) == len(ids)
+    wav = base64.b64decode(clips[0])
+    assert wav[:4] == b"RIFF" and wav[8:12] == b"WAVE" and len(wav) > 1000
+
+
+def test_report_is_self_contained(report):
+    assert not re.search(r"""(src|href|action)\s*=\s*["']?\s*(https?:)?//""", report, re.I)
+    assert not re.search(r"url\(\s*['\"]?(https?:)?//", report, re.I)
+    assert "@import" not in report
+    assert "<script" not in report.lower()  # nothing to fetch, nothing to run
+    images = re.findall(r'<img [^>]*src="([^"]+)"', report)
+    assert images and all(src.startswith("data:image/png;base64,") for src in images)
+    for src in images:
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == PNG_MAGIC
+
+
+def test_test_model_banner(run, report, tmp_path):
+    assert 'id="test-model-banner"' in report and "TEST MODEL (random weights)" in report
+    real = make_run_dir(tmp_path / "real", seed=4, test_model=False, n_recordings=1, duration_s=20)
+    text = build_report(real.path, config=ReportConfig(audio_players=False, lowest_confidence_rows=5)).read_text()
+    assert "TEST MODEL" not in text
+    assert "<audio" not in text
+    table = text.split('id="lowest"')[1].split("</section>")[0]
+    assert len(re.findall(r"<tr>", table)) == 1 + min(5, int((real.segments.status == "ok").sum()))
+
+
+def test_unscored_segments_and_timeline_png_option(tmp_path):
+    fake = make_run_dir(tmp_path / "r", seed=5, n_recordings=1, duration_s=25)
+    text = build_report(fake.path, config=ReportConfig(timeline_png=False)).read_text()
+    assert not (fake.path / "recordings" / fake.recording_ids[0] / "timeline.png").exists()
+    assert 'alt="timeline of ' in text  # still inline in the report
+    data = load_run(fake.path)
+    unscored = data.segments[data.segments.status != "ok"]
+    assert unscored.label.isna().all()
+    assert f"{len(data.segments)} segments" in text
+
+
+def test_empty_run_dir_still_renders(tmp_path):
+    (tmp_path / "empty").mkdir()
+    text = build_report(tmp_path / "empty").read_text()
+    assert "No scored segments" in text and "<html" in text
+
+
+def test_missing_run_dir_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run directory not found"):
+        build_report(tmp_path / "nope")
+
+
+def test_csv_only_run_with_empty_labels_and_a_silent_recording(tmp_path):
+    """segments.csv fallback, empty-string labels of unscored rows, a recording without segments."""
+    import pandas as pd
+
+    fake = make_run_dir(tmp_path / "r", seed=6, n_recordings=1, duration_s=20)
+    seg = pd.read_parquet(fake.path / "segments.parquet")
+    seg["label"] = seg["label"].fillna("")
+    (fake.path / "segments.parquet").unlink()
+    seg.to_csv(fake.path / "segments.csv", index=False)
+    (fake.path / "recordings" / "silent").mkdir()
+    text = build_report(fake.path).read_text()
+    data = load_run(fake.path)
+    assert data.segments.loc[data.segments.status != "ok", "label"].isna().all()
+    assert 'id="rec-silent"' in text and (fake.path / "recordings" / "silent" / "timeline.png").is_file()
+    assert f"{int((seg.status == 'ok').sum())} scored" in text

@@ -1,0 +1,135 @@
+"""The web UI's analysis path and input checks (without a browser)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flows.ui import MAX_UPLOAD_BYTES, Analyser, UIInputError, build_ui, check_upload, example_audio_path
+from tasks.audio import AudioError
+from tasks.config import Config
+from tasks.records import EMOTIONS
+from tests.fakes import FakeEmotionModel
+
+
+@pytest.fixture(scope="module")
+def analyser() -> Analyser:
+    return Analyser(Config(), model=FakeEmotionModel())
+
+
+@pytest.fixture(scope="module")
+def example() -> Path:
+    p = example_audio_path()
+    if p is None:
+        pytest.skip("no example audio (data/ or ../shared/data/ami)")
+    return p
+
+
+def test_example_audio_is_small_audio(example):
+    assert example.suffix.lower() in (".wav", ".flac", ".mp3", ".m4a", ".ogg")
+    assert example.stat().st_size <= MAX_UPLOAD_BYTES
+
+
+def test_check_upload_messages(tmp_path):
+    big = tmp_path / "big.wav"
+    big.write_bytes(b"\0" * (12 * 1024 * 1024))
+    with pytest.raises(UIInputError, match=r"big.wav is 12.0 MB: the limit is 10 MB"):
+        check_upload(big)
+    txt = tmp_path / "notes.txt"
+    txt.write_text("hello")
+    with pytest.raises(UIInputError, match="not a supported audio file"):
+        check_upload(txt)
+    with pytest.raises(UIInputError, match="No file"):
+        check_upload(None)
+
+
+def test_random_bytes_are_not_audio(analyser, tmp_path, rng):
+    junk = tmp_path / "junk.wav"
+    junk.write_bytes(rng.integers(0, 256, size=50_000, dtype=np.uint8).tobytes())
+    with pytest.raises(AudioError, match="not an audio file|corrupt"):
+        analyser.analyse(junk)
+
+
+def test_utterance_result_follows_the_segment_json_format(analyser, example):
+    a = analyser.analyse(example, granularity="utterance", embedding=True)
+    assert len(a.segments) == 1 and a.frames == []
+    doc = a.segments[0]
+    assert set(doc) >= {"segment_id", "recording_id", "speaker", "start", "end", "granularity", "emotion",
+                        "confidence", "scores", "frames", "model"}
+    assert list(doc["scores"]) == list(EMOTIONS)
+    assert doc["emotion"] == max(doc["scores"], key=doc["scores"].get)
+    assert doc["confidence"] == pytest.approx(doc["scores"][doc["emotion"]])
+    assert doc["end"] == pytest.approx(a.duration, abs=0.01) and doc["granularity"] == "utterance"
+    assert a.embeddings.shape == (1, FakeEmotionModel.embed_dim)
+    json.dumps(doc)
+
+
+def test_frame_mode_has_frame_scores(analyser, example):
+    a = analyser.analyse(example, granularity="frame")
+    fr = a.frames[0]
+    assert fr.ndim == 2 and fr.shape[1] == 9 and fr.shape[0] == pytest.approx(a.duration / 0.02, rel=0.05)
+    doc = a.segments[0]
+    assert doc["granularity"] == "frame" and doc["frames"]["hop_s"] == 0.02
+    assert len(doc["frames"]["scores"]) == fr.shape[0]
+    assert a.embeddings is None
+
+
+def test_build_ui_blocks(example):
+    import gradio as gr
+
+    demo = build_ui(Config(), model=FakeEmotionModel())
+    assert isinstance(demo, gr.Blocks)
+    cfg = demo.get_config_file()
+    ids = {c.get("props", {}).get("elem_id") for c in cfg["components"]}
+    assert {"audio-input", "granularity", "extract-embedding", "example-button", "analyse-button", "message",
+            "top-emotion-panel", "scores-chart", "frame-chart", "result-json", "embedding-npy",
+            "denoise", "diarize"} <= ids
+    assert "TEST MODEL (random weights)" in json.dumps(cfg)
+
+
+def test_diarize_option_scores_each_speaker_segment(analyser, shared_data, monkeypatch):
+    """Diarization → the flow's build_segments → one result per ok segment (diarizer stubbed by the AMI reference)."""
+    import tasks.diarize
+    from pyannote.database.util import load_rttm
+
+    from tasks.diarize import DiarizationResult
+
+    example = shared_data / "ami" / "dev00.flac"
+    ref = load_rttm(str(shared_data / "ami" / "debug.development.rttm"))["dev00"]
+
+    def fake_diarize(audio, *, recording_id, config, sample_rate=16000):
+        ref.uri = recording_id
+        return DiarizationResult(ref, ref.copy(), False)
+
+    monkeypatch.setattr(tasks.diarize, "diarize", fake_diarize)
+    a = analyser.analyse(example, granularity="utterance", embedding=True, diarize=True)
+    speakers = {d["speaker"] for d in a.segments}
+    assert speakers <= set(ref.labels()) and len(speakers) >= 2
+    assert len(a.segments) >= 3 and a.embeddings.shape[0] == len(a.segments)
+    for d in a.segments:
+        assert 1.5 - 1e-6 <= d["end"] - d["start"] <= 10.0 + 1e-6
+    assert {s["status"] for s in a.skipped} <= {"too_short", "overlap"}
+
+
+def test_long_file_is_windowed_and_combined(analyser, shared_data, tmp_path):
+    """A 70 s file: three windows whose frame logits are concatenated (utterance = mean frame logit)."""
+    import soundfile as sf
+
+    from tasks.audio import load_audio
+    from tasks.emotion import _softmax_rows
+
+    audio = np.concatenate([load_audio(shared_data / "ami" / f)[0] for f in ("dev00.flac", "dev01.flac", "trn00.flac")])
+    audio = audio[: 70 * 16000]
+    path = tmp_path / "long.wav"
+    sf.write(path, audio, 16000, subtype="PCM_16")
+    a = analyser.analyse(path, granularity="frame", embedding=True)
+    assert len(a.segments) == 1 and a.segments[0]["end"] == pytest.approx(70.0, abs=0.01)
+    fr = a.frames[0]
+    assert fr.shape[0] == pytest.approx(70 / 0.02, rel=0.01)
+    direct = analyser.model.analyse([audio[:23 * 16000]])[0]
+    whole = analyser._whole_file(np.asarray(load_audio(path)[0]))
+    np.testing.assert_allclose(whole.scores, _softmax_rows(whole.frame_logits.astype(np.float64).mean(0)), rtol=1e-5)
+    assert direct.frame_logits.shape[1] == 9
