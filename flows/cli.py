@@ -6,6 +6,7 @@ failures.csv); 2 usage, config or model error.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -24,6 +25,9 @@ app.add_typer(models_app, name="models")
 app.add_typer(evaluate_app, name="evaluate")
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
+
+# No telemetry from the temporary Prefect server (and no error lines when offline).
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> None:
@@ -143,13 +147,13 @@ def evaluate_diarization(
     uem: Optional[Path] = typer.Option(None, "--uem", help="Scored regions (UEM)."),
 ) -> None:
     """DER, missed, false alarm and confusion per recording and in total."""
-    from tasks.evaluate import EvaluationError, evaluate_diarization as evaluate
+    from tasks.evaluate import EvaluationError, evaluate_diarization as evaluate, format_table
 
     try:
         table = evaluate(run_dir, reference, uem=uem)
     except EvaluationError as exc:
         _fail(str(exc))
-    typer.echo(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    typer.echo(format_table(table))
 
 
 @models_app.command("list")
