@@ -60,6 +60,7 @@ def build_emotion2vec_dir(
     seed: int = 0,
     config_dir: str | Path | None = None,
     tokens: list[str] | None = None,
+    logit_scale: float | None = None,
 ) -> Path:
     """Build a randomly initialised emotion2vec model directory.
 
@@ -76,6 +77,10 @@ def build_emotion2vec_dir(
         Where the published ``config.yaml`` lives (default ``../shared/models/emotion2vec_plus_large``).
     tokens : list of str, optional
         Label tokens (default: the 9 emotion2vec+ tokens).
+    logit_scale : float, optional
+        Multiplies the classifier's weights. A freshly initialised classifier gives nearly
+        uniform scores (top score ~0.15); the tiny model defaults to 10 so that its (still
+        meaningless) scores spread over ~0.35–0.8 and exercise both sides of a screen threshold.
     """
     import torch
     from funasr.models.emotion2vec.model import Emotion2vec
@@ -90,6 +95,11 @@ def build_emotion2vec_dir(
     toks = list(tokens or TOKENS)
     torch.manual_seed(seed)
     model = Emotion2vec(model_conf=cfg["model_conf"], vocab_size=len(toks))
+    scale = logit_scale if logit_scale is not None else (10.0 if size == "tiny" else 1.0)
+    if scale != 1.0 and model.proj is not None:
+        with torch.no_grad():
+            model.proj.weight.mul_(scale)
+            model.proj.bias.mul_(scale)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False, allow_unicode=True), encoding="utf-8")
