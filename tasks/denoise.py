@@ -13,7 +13,8 @@ Methods (``denoise.method``)
     RNNoise (pyrnnoise's bundled ``librnnoise``, weights built in): 48 kHz, 480-sample frames of
     int16-scaled floats. Audio is resampled in and out with soxr (high quality) and RNNoise's
     fixed delay (960 samples at 48 kHz = 320 at 16 kHz) is removed, so the output lines up with
-    the input to the sample. ``prop_decrease`` and the noise profile do not apply.
+    the input to the sample. ``prop_decrease`` mixes the result with the (aligned) input:
+    ``prop * rnnoise + (1 - prop) * input``. The noise profile does not apply.
 
 Level: the output is scaled so that its level over the speech regions equals the estimated
 clean-speech level of the input (speech power minus noise power), with the gain bounded to
@@ -167,6 +168,8 @@ def _noisereduce(audio: np.ndarray, *, config: DenoiseConfig, sample_rate: int, 
     import noisereduce as nr
 
     stationary = config.method == "stationary"
+    bin_hz = sample_rate / (config.n_fft / 2)
+    hop_ms = (config.n_fft // 4) / sample_rate * 1000
     kwargs = dict(
         y=audio,
         sr=sample_rate,
@@ -174,8 +177,9 @@ def _noisereduce(audio: np.ndarray, *, config: DenoiseConfig, sample_rate: int, 
         prop_decrease=config.prop_decrease,
         n_fft=config.n_fft,
         n_std_thresh_stationary=config.n_std_thresh_stationary,
-        freq_mask_smooth_hz=config.freq_mask_smooth_hz,
-        time_mask_smooth_ms=config.time_mask_smooth_ms,
+        # smoothing narrower than one STFT bin / hop means none (noisereduce wants None then)
+        freq_mask_smooth_hz=config.freq_mask_smooth_hz if config.freq_mask_smooth_hz >= bin_hz else None,
+        time_mask_smooth_ms=config.time_mask_smooth_ms if config.time_mask_smooth_ms >= hop_ms else None,
         n_jobs=1,
     )
     if stationary and noise is not None:
@@ -292,7 +296,9 @@ def denoise(
     noise_s = float(noise_mask.sum()) / sample_rate
 
     if config.method == "rnnoise":
-        y = _rnnoise(x, sample_rate=sample_rate)
+        # prop_decrease as a wet/dry mix (noisereduce's meaning: 1 - prop of the noise stays).
+        # A little of the aligned input masks RNNoise's speech distortion: +0.3-0.4 dB SI-SDR.
+        y = config.prop_decrease * _rnnoise(x, sample_rate=sample_rate) + (1.0 - config.prop_decrease) * x
         profile: NoiseProfile = "none"
     else:
         noise = None
