@@ -161,3 +161,11 @@ def test_default_runs_vad_itself(shared_data):
     assert stats.method == DenoiseConfig().method
     assert stats.snr_before_db is not None and stats.snr_after_db is not None
     assert stats.seconds > 0
+
+
+def test_zero_smoothing_means_none(mixture):
+    clean, noisy, speech = mixture
+    cfg = DenoiseConfig(method="stationary", freq_mask_smooth_hz=0, time_mask_smooth_ms=0)
+    out, stats = denoise(noisy, config=cfg, speech=speech)
+    assert stats.noise_profile == "speech_activity"
+    assert si_sdr(out, clean) > si_sdr(noisy, clean)
