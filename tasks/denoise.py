@@ -28,8 +28,12 @@ regions (found once, on the input) are used before and after, so the two figures
 from __future__ import annotations
 
 import ctypes
+import importlib.util
+import os
+import sys
 import time
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from typing import Literal
 
 import numpy as np
@@ -188,12 +192,29 @@ def _noisereduce(audio: np.ndarray, *, config: DenoiseConfig, sample_rate: int, 
     return np.asarray(out, dtype=np.float32).reshape(-1)[: audio.shape[0]]
 
 
-def _rnnoise_lib():  # type: ignore[no-untyped-def]
-    from pyrnnoise import rnnoise  # the wheel's ctypes binding of librnnoise
+@lru_cache(maxsize=1)
+def _rnnoise_lib() -> ctypes.CDLL:
+    """``librnnoise`` from the pyrnnoise wheel, loaded directly with ctypes.
 
-    if rnnoise.FRAME_SIZE != RNNOISE_FRAME or rnnoise.SAMPLE_RATE != RNNOISE_RATE:
-        raise RuntimeError(f"unexpected RNNoise frame {rnnoise.FRAME_SIZE} at {rnnoise.SAMPLE_RATE} Hz")
-    return rnnoise.lib
+    Only the wheel's shared library is used: importing the ``pyrnnoise`` package would also pull
+    in its file-I/O dependencies (audiolab, tqdm), which the stage does not need.
+    """
+    spec = importlib.util.find_spec("pyrnnoise")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("denoise.method=rnnoise needs the pyrnnoise wheel (pip install pyrnnoise)")
+    folder = list(spec.submodule_search_locations)[0]
+    names = {"darwin": "librnnoise.dylib", "win32": "rnnoise.dll"}
+    path = os.path.join(folder, names.get(sys.platform, "librnnoise.so"))
+    lib = ctypes.CDLL(path)
+    lib.rnnoise_create.argtypes = [ctypes.c_void_p]
+    lib.rnnoise_create.restype = ctypes.c_void_p
+    lib.rnnoise_destroy.argtypes = [ctypes.c_void_p]
+    lib.rnnoise_process_frame.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_float)]
+    lib.rnnoise_process_frame.restype = ctypes.c_float
+    lib.rnnoise_get_frame_size.restype = ctypes.c_int
+    if lib.rnnoise_get_frame_size() != RNNOISE_FRAME:
+        raise RuntimeError(f"{path}: unexpected RNNoise frame size {lib.rnnoise_get_frame_size()}")
+    return lib
 
 
 def rnnoise_48k(x48: np.ndarray) -> np.ndarray:
