@@ -116,10 +116,10 @@ def load_mixtures(seed: int = 7, n_per_k: int = 2, turns_per_speaker: int = 3) -
 
 
 # --------------------------------------------------------------------------- scoring
-def params_for(threshold: float, min_cluster_size: int) -> dict:
+def params_for(threshold: float, min_cluster_size: int, min_duration_off: float = 0.0) -> dict:
     return {
         "clustering": {"method": "centroid", "threshold": float(threshold), "min_cluster_size": int(min_cluster_size)},
-        "segmentation": {"min_duration_off": 0.0},
+        "segmentation": {"min_duration_off": float(min_duration_off)},
     }
 
 
@@ -180,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--min-cluster-size", type=int, default=None)
     ap.add_argument("--thresholds", default="0.45:1.0:0.025", help="sweep range start:stop:step")
     ap.add_argument("--min-cluster-sizes", default="1,2,4,6,8,12")
+    ap.add_argument("--min-duration-off", type=float, default=None)
+    ap.add_argument("--min-durations-off", default="0,0.1,0.2,0.3,0.5,0.8")
     ap.add_argument("--skip-mixtures", action="store_true")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 avoids oversubscription on a shared CPU)")
@@ -193,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         base = base.model_copy(update={"segmentation_step": args.step})
     thr = base.clustering_threshold if args.threshold is None else args.threshold
     mcs = base.min_cluster_size if args.min_cluster_size is None else args.min_cluster_size
-    cfg = base.model_copy(update={"clustering_threshold": thr, "min_cluster_size": mcs})
+    mdo = base.min_duration_off if args.min_duration_off is None else args.min_duration_off
+    cfg = base.model_copy(update={"clustering_threshold": thr, "min_cluster_size": mcs, "min_duration_off": mdo})
 
     t0 = time.perf_counter()
     pipeline = D.load_diarization_pipeline(cfg)
@@ -211,25 +214,42 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.tune:
         start, stop, step = (float(x) for x in args.thresholds.split(":"))
-        grid_t = np.round(np.arange(start, stop + 1e-9, step), 4)
+        grid_t = [float(t) for t in np.round(np.arange(start, stop + 1e-9, step), 4)]
         grid_m = [int(x) for x in args.min_cluster_sizes.split(",")]
-        results = []
-        for m in grid_m:
-            row = []
-            for t in grid_t:
-                pipeline.instantiate(params_for(t, m))
-                hyps = {f["uri"]: run_file(pipeline, f, cfg) for f in train}
-                der = score(train, hyps)
-                results.append((der, float(t), m))
-                row.append(f"{100 * der:5.1f}")
-            print(f"train DER% min_cluster_size={m:>2}: " + " ".join(row))
-        print("thresholds:                       " + " ".join(f"{t:5.3f}"[:5] for t in grid_t))
-        best = min(results, key=lambda r: (round(r[0], 4), abs(r[1] - 0.7), r[2]))
-        print(f"best on train: threshold={best[1]} min_cluster_size={best[2]} DER={100 * best[0]:.1f}%")
-        thr, mcs = best[1], best[2]
+        grid_d = [float(x) for x in args.min_durations_off.split(",")]
 
-    pipeline.instantiate(params_for(thr, mcs))
-    print(f"\nevaluating threshold={thr} min_cluster_size={mcs} (centroid linkage, cosine, CAM++)")
+        def train_der(t: float, m: int, d: float) -> float:
+            pipeline.instantiate(params_for(t, m, d))
+            return score(train, {f["uri"]: run_file(pipeline, f, cfg) for f in train})
+
+        def pick(results):  # lowest DER; ties -> threshold nearest the middle of the plateau
+            return min(results, key=lambda r: (round(r[0], 4), abs(r[1] - 0.75), r[2], r[3]))
+
+        # 1) threshold x min_cluster_size at min_duration_off=0
+        results = []
+        print("thresholds:                       " + " ".join(f"{t:5.3f}"[:5] for t in grid_t))
+        for m in grid_m:
+            row = [train_der(t, m, 0.0) for t in grid_t]
+            results += [(der, t, m, 0.0) for der, t in zip(row, grid_t)]
+            print(f"train DER% min_cluster_size={m:>2}: " + " ".join(f"{100 * d:5.1f}" for d in row))
+        _, thr, mcs, _ = pick(results)
+        # 2) min_duration_off at that point
+        results2 = [(train_der(thr, mcs, d), thr, mcs, d) for d in grid_d]
+        print(f"train DER% min_duration_off (t={thr}, m={mcs}): "
+              + " ".join(f"{d}:{100 * r[0]:.1f}" for d, r in zip(grid_d, results2)))
+        _, _, _, mdo = pick(results2)
+        # 3) threshold again at that min_duration_off
+        results3 = [(train_der(t, mcs, mdo), t, mcs, mdo) for t in grid_t]
+        print(f"train DER% min_duration_off={mdo}, m={mcs}:  " + " ".join(f"{100 * r[0]:5.1f}" for r in results3))
+        best = pick(results + results2 + results3)
+        print(f"best on train: threshold={best[1]} min_cluster_size={best[2]} min_duration_off={best[3]} "
+              f"DER={100 * best[0]:.1f}%")
+        _, thr, mcs, mdo = best
+        cfg = cfg.model_copy(update={"clustering_threshold": thr, "min_cluster_size": mcs, "min_duration_off": mdo})
+
+    pipeline.instantiate(params_for(thr, mcs, mdo))
+    print(f"\nevaluating threshold={thr} min_cluster_size={mcs} min_duration_off={mdo} "
+          f"segmentation_step={cfg.segmentation_step} (centroid linkage, cosine, CAM++)")
     for name, files in (("AMI debug.train", train), ("AMI debug.development", dev)):
         if files:
             score(files, {f["uri"]: run_file(pipeline, f, cfg) for f in files}, verbose=True, title=name)

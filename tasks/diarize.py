@@ -243,7 +243,7 @@ def _build_offline(config: DiarizationConfig):
             "threshold": float(config.clustering_threshold),
             "min_cluster_size": int(config.min_cluster_size),
         },
-        "segmentation": {"min_duration_off": 0.0},
+        "segmentation": {"min_duration_off": float(config.min_duration_off)},
     }
     if not seg.specifications.powerset:
         params["segmentation"]["threshold"] = 0.5
@@ -301,6 +301,7 @@ def load_diarization_pipeline(config: DiarizationConfig):
         key = (
             "pipeline", OFFLINE, config.segmentation_model, _EMBEDDING_ALIASES.get(config.embedding_model, config.embedding_model),
             float(config.clustering_threshold), int(config.min_cluster_size), config.segmentation_step,
+            float(config.min_duration_off),
             config.segmentation_batch_size,
             config.embedding_batch_size, str(resolve_device(config.device)),
         )

@@ -19,7 +19,7 @@ SR = 16000
 
 @pytest.fixture(scope="module")
 def cfg() -> DiarizationConfig:
-    return DiarizationConfig(device="cpu")
+    return DiarizationConfig(device="cpu", threads=1)
 
 
 @pytest.fixture(scope="module")
