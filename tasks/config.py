@@ -72,6 +72,15 @@ class DiarizationConfig(_Section):
     exclude_overlap: bool = True
     segmentation_batch_size: int = Field(32, ge=1)
     embedding_batch_size: int = Field(32, ge=1)
+    # step of the 10 s segmentation window, as a share of it (pyannote's default 0.1); every
+    # (window, speaker) pair gets one CAM++ embedding, so 0.2 halves the embedding cost
+    segmentation_step: float = Field(0.1, gt=0, le=1)
+    # gaps shorter than this within one speaker's speech are filled (pyannote's
+    # segmentation.min_duration_off)
+    min_duration_off: float = Field(0.0, ge=0, le=5)
+    # torch CPU threads while diarizing (0 = leave torch's setting); on a shared machine 1
+    # avoids OpenMP oversubscription, which can make CAM++ many times slower
+    threads: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     @model_validator(mode="after")

@@ -23,6 +23,7 @@ a second time. Loaded models and pipelines are cached per process.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from dataclasses import dataclass
@@ -232,6 +233,7 @@ def _build_offline(config: DiarizationConfig):
     pipeline = _offline_pipeline_class()(
         seg,
         emb,
+        segmentation_step=config.segmentation_step,
         segmentation_batch_size=config.segmentation_batch_size,
         embedding_batch_size=config.embedding_batch_size,
     )
@@ -241,7 +243,7 @@ def _build_offline(config: DiarizationConfig):
             "threshold": float(config.clustering_threshold),
             "min_cluster_size": int(config.min_cluster_size),
         },
-        "segmentation": {"min_duration_off": 0.0},
+        "segmentation": {"min_duration_off": float(config.min_duration_off)},
     }
     if not seg.specifications.powerset:
         params["segmentation"]["threshold"] = 0.5
@@ -298,7 +300,9 @@ def load_diarization_pipeline(config: DiarizationConfig):
     if config.pipeline == OFFLINE:
         key = (
             "pipeline", OFFLINE, config.segmentation_model, _EMBEDDING_ALIASES.get(config.embedding_model, config.embedding_model),
-            float(config.clustering_threshold), int(config.min_cluster_size), config.segmentation_batch_size,
+            float(config.clustering_threshold), int(config.min_cluster_size), config.segmentation_step,
+            float(config.min_duration_off),
+            config.segmentation_batch_size,
             config.embedding_batch_size, str(resolve_device(config.device)),
         )
         return _cached(key, lambda: _build_offline(config))
@@ -324,6 +328,21 @@ def _as_waveform(audio: np.ndarray | torch.Tensor, sample_rate: int) -> torch.Te
 
         wave = AF.resample(wave, sample_rate, SAMPLE_RATE)
     return wave.contiguous()
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run with ``n`` torch CPU threads (0 = unchanged), restoring the previous setting."""
+    if n <= 0 or n == torch.get_num_threads():
+        yield
+        return
+    with _LOCK:
+        before = torch.get_num_threads()
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _exclusive_of(annotation: Annotation) -> Annotation:
@@ -362,7 +381,7 @@ def diarize(
         "min_speakers": config.min_speakers,
         "max_speakers": config.max_speakers,
     }
-    with torch.inference_mode():
+    with torch_threads(config.threads), torch.inference_mode():
         output = pipeline(file, **{k: v for k, v in kwargs.items() if v is not None})
     if isinstance(output, Annotation):
         annotation, exclusive = output, _exclusive_of(output)

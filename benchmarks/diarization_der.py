@@ -1,0 +1,271 @@
+"""Diarization error rate and real-time factor of the diarization stage.
+
+Data (read from ``../shared/data`` relative to the project root):
+
+* AMI: ``ami/debug.train.*`` (10 × 30 s, for tuning) and ``ami/debug.development.*``
+  (2 × 30 s, held out), with their RTTM references and UEMs;
+* LibriSpeech mixtures built here from ``librispeech/test-other`` speakers: 2–4 speakers,
+  one utterance per turn (leading/trailing silence trimmed so the reference, taken from the
+  offsets, is tight), gaps of 0.2–1.2 s; an ``-ov`` variant of each where some turns start
+  0.3–1.0 s before the previous one ends.
+
+DER: ``pyannote.metrics`` DiarizationErrorRate, collar 0, overlap scored (skip_overlap=False),
+UEM given (AMI) or the whole mixture. RTF = diarization seconds / audio seconds with the models
+already loaded (first pass over each file, segmentation + embeddings + clustering).
+
+Tuning (``--tune``) sweeps the agglomerative clustering threshold and min_cluster_size on
+debug.train only: segmentation and embeddings are computed once per file (pyannote's training
+cache) and only clustering and reconstruction are rerun for each value.
+
+    python benchmarks/diarization_der.py                 # evaluate config defaults
+    python benchmarks/diarization_der.py --tune          # sweep on train, then evaluate best
+    python benchmarks/diarization_der.py --threshold 0.7 --min-cluster-size 6
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+DATA = ROOT.parent / "shared" / "data"
+
+import numpy as np  # noqa: E402
+import soundfile as sf  # noqa: E402
+import torch  # noqa: E402
+
+from tasks.config import DiarizationConfig  # noqa: E402
+from tasks import diarize as D  # noqa: E402
+
+warnings.filterwarnings("ignore")
+SR = 16000
+
+
+# --------------------------------------------------------------------------- data
+def load_ami(split: str) -> list[dict]:
+    from pyannote.core import Segment, Timeline
+
+    ami = DATA / "ami"
+    refs = D.read_rttm(ami / f"debug.{split}.rttm")
+    uems: dict[str, Timeline] = {}
+    for line in (ami / f"debug.{split}.uem").read_text().splitlines():
+        p = line.split()
+        if len(p) >= 4:
+            uems.setdefault(p[0], Timeline(uri=p[0])).add(Segment(float(p[2]), float(p[3])))
+    files = []
+    for uri in (ami / f"debug.{split}.lst").read_text().split():
+        audio, sr = sf.read(ami / f"{uri}.flac", dtype="float32")
+        assert sr == SR, (uri, sr)
+        files.append({"uri": uri, "audio": audio, "reference": refs[uri], "uem": uems.get(uri)})
+    return files
+
+
+def _trim(x: np.ndarray, db: float = 35.0) -> np.ndarray:
+    """Cut leading/trailing frames more than ``db`` below the utterance's loudest 20 ms frame."""
+    hop = 320
+    n = len(x) // hop
+    energy = 10 * np.log10(np.mean(x[: n * hop].reshape(n, hop) ** 2, axis=1) + 1e-10)
+    on = np.where(energy > energy.max() - db)[0]
+    return x[on[0] * hop : (on[-1] + 1) * hop]
+
+
+def load_mixtures(seed: int = 7, n_per_k: int = 2, turns_per_speaker: int = 3) -> list[dict]:
+    """LibriSpeech conversations with an exact reference (see module doc)."""
+    from pyannote.core import Annotation, Segment
+
+    lib = DATA / "librispeech" / "test-other"
+    by_spk: dict[str, list[Path]] = {}
+    with open(lib / "speakers.csv", newline="") as fh:
+        for row in csv.DictReader(fh):
+            by_spk.setdefault(row["speaker_id"], []).append(lib / row["file"])
+    speakers = sorted(by_spk)
+    rng = np.random.default_rng(seed)
+    files = []
+    for k in (2, 3, 4):
+        for m in range(n_per_k):
+            chosen = list(rng.choice(speakers, size=k, replace=False))
+            utts = {s: list(rng.permutation(by_spk[s]))[:turns_per_speaker] for s in chosen}
+            order = [s for _ in range(turns_per_speaker) for s in rng.permutation(chosen)]
+            clips = [(s, _trim(sf.read(utts[s].pop(), dtype="float32")[0][: 12 * SR])) for s in order]
+            gaps = rng.uniform(0.2, 1.2, size=len(clips))
+            overlaps = rng.uniform(0.3, 1.0, size=len(clips)) * (rng.random(len(clips)) < 0.4)
+            for variant in ("", "-ov"):
+                t, placed = 0.5, []
+                for i, (s, clip) in enumerate(clips):
+                    if i > 0:
+                        prev_s = placed[-1]
+                        start = prev_s[2] - overlaps[i] if (variant and prev_s[0] != s and overlaps[i] > 0) else prev_s[2] + gaps[i]
+                    else:
+                        start = t
+                    placed.append((s, start, start + len(clip) / SR, clip))
+                total = max(p[2] for p in placed) + 0.5
+                audio = np.zeros(int(total * SR) + 1, dtype=np.float32)
+                ref = Annotation(uri=f"mix{k}spk{m}{variant}")
+                for s, start, end, clip in placed:
+                    i0 = int(round(start * SR))
+                    audio[i0 : i0 + len(clip)] += clip
+                    ref[Segment(i0 / SR, (i0 + len(clip)) / SR), ref.new_track(Segment(start, end))] = s
+                files.append({"uri": ref.uri, "audio": audio, "reference": ref, "uem": None})
+    return files
+
+
+# --------------------------------------------------------------------------- scoring
+def params_for(threshold: float, min_cluster_size: int, min_duration_off: float = 0.0) -> dict:
+    return {
+        "clustering": {"method": "centroid", "threshold": float(threshold), "min_cluster_size": int(min_cluster_size)},
+        "segmentation": {"min_duration_off": float(min_duration_off)},
+    }
+
+
+def run_file(pipeline, f: dict, cfg: DiarizationConfig):
+    """Diarize one benchmark file; the pipeline's training cache keeps segmentation/embeddings."""
+    if "file" not in f:
+        f["file"] = {"waveform": torch.from_numpy(f["audio"])[None], "sample_rate": SR, "uri": f["uri"]}
+    kwargs = {k: v for k, v in (("num_speakers", cfg.num_speakers), ("min_speakers", cfg.min_speakers),
+                                 ("max_speakers", cfg.max_speakers)) if v is not None}
+    with torch.inference_mode():
+        out = pipeline(f["file"], **kwargs)
+    return out.speaker_diarization
+
+
+def score(files: list[dict], hyps: dict[str, object], *, verbose: bool = False, title: str = "") -> float:
+    from pyannote.metrics.diarization import DiarizationErrorRate
+
+    metric = DiarizationErrorRate(collar=0.0, skip_overlap=False)
+    if verbose:
+        print(f"\n== {title}")
+        print(f"{'file':<14}{'spk ref/hyp':>12}{'DER%':>8}{'miss%':>8}{'FA%':>8}{'conf%':>8}{'RTF':>7}")
+    for f in files:
+        d = metric(f["reference"], hyps[f["uri"]], uem=f["uem"], detailed=True)
+        if verbose:
+            tot = d["total"] or 1.0
+            rtf = f.get("rtf")
+            print(f"{f['uri']:<14}{len(f['reference'].labels()):>6}/{len(hyps[f['uri']].labels()):<5}"
+                  f"{100 * d['diarization error rate']:>8.1f}{100 * d['missed detection'] / tot:>8.1f}"
+                  f"{100 * d['false alarm'] / tot:>8.1f}{100 * d['confusion'] / tot:>8.1f}"
+                  f"{(f'{rtf:.3f}' if rtf is not None else '-'):>7}")
+    overall = abs(metric)
+    if verbose:
+        tot = sum(metric[k] for k in ("total",)) or 1.0
+        print(f"{'OVERALL':<14}{'':>12}{100 * overall:>8.1f}{100 * metric['missed detection'] / tot:>8.1f}"
+              f"{100 * metric['false alarm'] / tot:>8.1f}{100 * metric['confusion'] / tot:>8.1f}")
+        rtfs = [f for f in files if f.get("rtf") is not None]
+        if rtfs:
+            secs = sum(f["seconds"] for f in rtfs)
+            dur = sum(len(f["audio"]) / SR for f in rtfs)
+            print(f"RTF {secs / dur:.3f} ({secs:.1f} s for {dur:.0f} s of audio, models loaded)")
+    return overall
+
+
+def first_pass(pipeline, files: list[dict], cfg: DiarizationConfig) -> dict:
+    hyps = {}
+    for f in files:
+        t0 = time.perf_counter()
+        hyps[f["uri"]] = run_file(pipeline, f, cfg)
+        f["seconds"] = time.perf_counter() - t0
+        f["rtf"] = f["seconds"] / (len(f["audio"]) / SR)
+    return hyps
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tune", action="store_true", help="sweep threshold × min_cluster_size on AMI debug.train")
+    ap.add_argument("--threshold", type=float, default=None, help="clustering threshold (default: config default)")
+    ap.add_argument("--min-cluster-size", type=int, default=None)
+    ap.add_argument("--thresholds", default="0.45:1.0:0.025", help="sweep range start:stop:step")
+    ap.add_argument("--min-cluster-sizes", default="1,2,4,6,8,12")
+    ap.add_argument("--min-duration-off", type=float, default=None)
+    ap.add_argument("--min-durations-off", default="0,0.1,0.2,0.3,0.5,0.8")
+    ap.add_argument("--skip-mixtures", action="store_true")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 avoids oversubscription on a shared CPU)")
+    ap.add_argument("--step", type=float, default=None, help="segmentation step (share of the 10 s window)")
+    ap.add_argument("--skip-dev", action="store_true")
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    base = DiarizationConfig(device=args.device)
+    if args.step is not None:
+        base = base.model_copy(update={"segmentation_step": args.step})
+    thr = base.clustering_threshold if args.threshold is None else args.threshold
+    mcs = base.min_cluster_size if args.min_cluster_size is None else args.min_cluster_size
+    mdo = base.min_duration_off if args.min_duration_off is None else args.min_duration_off
+    cfg = base.model_copy(update={"clustering_threshold": thr, "min_cluster_size": mcs, "min_duration_off": mdo})
+
+    t0 = time.perf_counter()
+    pipeline = D.load_diarization_pipeline(cfg)
+    print(f"models loaded in {time.perf_counter() - t0:.1f} s; torch threads {torch.get_num_threads()}; "
+          f"segmentation step {cfg.segmentation_step}")
+    pipeline.training = True  # cache segmentation + embeddings inside each file dict
+
+    train, dev = load_ami("train"), ([] if args.skip_dev else load_ami("development"))
+    mixtures = [] if args.skip_mixtures else load_mixtures()
+
+    # first pass with the starting values: real-time factor (nothing cached yet)
+    first = {}
+    for files in (train, dev, mixtures):
+        first.update(first_pass(pipeline, files, cfg))
+
+    if args.tune:
+        start, stop, step = (float(x) for x in args.thresholds.split(":"))
+        grid_t = [float(t) for t in np.round(np.arange(start, stop + 1e-9, step), 4)]
+        grid_m = [int(x) for x in args.min_cluster_sizes.split(",")]
+        grid_d = [float(x) for x in args.min_durations_off.split(",")]
+
+        def train_der(t: float, m: int, d: float) -> float:
+            pipeline.instantiate(params_for(t, m, d))
+            return score(train, {f["uri"]: run_file(pipeline, f, cfg) for f in train})
+
+        def pick(results):  # lowest DER; ties -> threshold nearest the middle of the plateau
+            return min(results, key=lambda r: (round(r[0], 4), abs(r[1] - 0.75), r[2], r[3]))
+
+        # 1) threshold x min_cluster_size at min_duration_off=0
+        results = []
+        print("thresholds:                       " + " ".join(f"{t:5.3f}"[:5] for t in grid_t))
+        for m in grid_m:
+            row = [train_der(t, m, 0.0) for t in grid_t]
+            results += [(der, t, m, 0.0) for der, t in zip(row, grid_t)]
+            print(f"train DER% min_cluster_size={m:>2}: " + " ".join(f"{100 * d:5.1f}" for d in row))
+        _, thr, mcs, _ = pick(results)
+        # 2) min_duration_off at that point
+        results2 = [(train_der(thr, mcs, d), thr, mcs, d) for d in grid_d]
+        print(f"train DER% min_duration_off (t={thr}, m={mcs}): "
+              + " ".join(f"{d}:{100 * r[0]:.1f}" for d, r in zip(grid_d, results2)))
+        _, _, _, mdo = pick(results2)
+        # 3) threshold again at that min_duration_off
+        results3 = [(train_der(t, mcs, mdo), t, mcs, mdo) for t in grid_t]
+        print(f"train DER% min_duration_off={mdo}, m={mcs}:  " + " ".join(f"{100 * r[0]:5.1f}" for r in results3))
+        best = pick(results + results2 + results3)
+        print(f"best on train: threshold={best[1]} min_cluster_size={best[2]} min_duration_off={best[3]} "
+              f"DER={100 * best[0]:.1f}%")
+        _, thr, mcs, mdo = best
+        cfg = cfg.model_copy(update={"clustering_threshold": thr, "min_cluster_size": mcs, "min_duration_off": mdo})
+
+    pipeline.instantiate(params_for(thr, mcs, mdo))
+    print(f"\nevaluating threshold={thr} min_cluster_size={mcs} min_duration_off={mdo} "
+          f"segmentation_step={cfg.segmentation_step} (centroid linkage, cosine, CAM++)")
+    for name, files in (("AMI debug.train", train), ("AMI debug.development", dev)):
+        if files:
+            score(files, {f["uri"]: run_file(pipeline, f, cfg) for f in files}, verbose=True, title=name)
+    if mixtures:
+        clean = [f for f in mixtures if not f["uri"].endswith("-ov")]
+        over = [f for f in mixtures if f["uri"].endswith("-ov")]
+        score(clean, {f["uri"]: run_file(pipeline, f, cfg) for f in clean}, verbose=True,
+              title="LibriSpeech mixtures, no overlap")
+        score(over, {f["uri"]: run_file(pipeline, f, cfg) for f in over}, verbose=True,
+              title="LibriSpeech mixtures, some overlap")
+    ami = train + dev
+    secs = sum(f["seconds"] for f in ami)
+    dur = sum(len(f["audio"]) / SR for f in ami)
+    print(f"\nAMI (12 files) first-pass RTF {secs / dur:.3f} on this CPU ({secs:.1f} s / {dur:.0f} s), models loaded")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
