@@ -104,8 +104,8 @@ def test_batches_are_length_sorted_and_within_budget(engine, clips20):
 def test_one_encoder_forward_per_segment(engine, clips20):
     """Scores, frame logits and embedding all come from a single encoder pass."""
     calls = []
-    h = engine.torch_model.modality_encoders["AUDIO"].local_encoder.register_forward_hook(
-        lambda m, i, o: calls.append(o.shape[0]))
+    h = engine.torch_model.modality_encoders["AUDIO"].context_encoder.blocks[0].register_forward_hook(
+        lambda m, i, o: calls.append(o[0].shape[0]))  # first transformer block: batch size
     h2 = engine.torch_model.blocks[-1].register_forward_hook(lambda m, i, o: calls.append(-1))
     try:
         engine.analyse(clips20[:5], batch_seconds=0.0)
@@ -118,8 +118,8 @@ def test_one_encoder_forward_per_segment(engine, clips20):
         h2.remove()
 
 
-def test_fast_attention_matches_funasr_attention(tiny_model_dir, engine, clips20):
-    slow = _load(tiny_model_dir, fast_attention=False)
+def test_fast_path_matches_funasr_attention(tiny_model_dir, engine, clips20):
+    slow = _load(tiny_model_dir, fast_path=False)
     assert not any(type(m).__name__ == "SdpaAltAttention" for m in slow.torch_model.modules())
     assert any(type(m).__name__ == "SdpaAltAttention" for m in engine.torch_model.modules())
     for a, b in zip(engine.analyse(clips20[:6]), slow.analyse(clips20[:6])):
@@ -245,3 +245,23 @@ def test_frame_scores(rng):
     z = resample_logits(smooth_logits(logits, smooth_s=0.2), hop_s=0.04)
     e = np.exp(z - z.max(1, keepdims=True))
     np.testing.assert_allclose(p2, e / e.sum(1, keepdims=True), atol=1e-6)
+
+
+def test_cpu_default_is_one_clip_per_forward(tiny_model_dir, engine, clips20):
+    assert engine.device == "cpu" and engine.batch_seconds == 0.0
+    before = engine.forward_calls
+    engine.analyse(clips20[:4])
+    assert engine.forward_calls - before == 4
+    batching = _load(tiny_model_dir, cpu_batching=True, batch_seconds=1e6)
+    batching.analyse(clips20[:4])
+    assert batching.forward_calls == 1
+
+
+def test_time_major_conv_extractor_equals_funasr(engine, rng):
+    enc = engine.torch_model.modality_encoders["AUDIO"]
+    src = torch.from_numpy(rng.standard_normal((2, 12345)).astype(np.float32))
+    with torch.inference_mode():
+        ref = enc.local_encoder(src).transpose(1, 2)
+        fast = engine._encoder.fast_conv(src)
+    assert fast.shape == ref.shape
+    torch.testing.assert_close(fast, ref, atol=1e-4, rtol=1e-4)
