@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=0,
                     help="torch threads for BOTH sides (0: torch's default)")
     ap.add_argument("--batch-seconds", type=float, default=None,
-                    help="engine batch budget (default: emotion.batch_seconds from the config)")
+                    help="engine batch budget in seconds of padded audio (default: the engine's, which is "
+                         "one clip per forward on CPU)")
     ap.add_argument("--model-dir", default=str(Path.home() / ".cache" / "emoflow" / "bench" / "emotion2vec_large_random"),
                     help="where the random large model is built (reused when present)")
     ap.add_argument("--chunk", type=int, default=6, help="clips per alternation between the two sides")
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(threads)
     cfg = EmotionConfig(model=str(model_dir), device="cpu", fast_path=not args.no_fast_path, threads=threads)
     em = load_emotion_model(cfg, resolved=resolve(str(model_dir)))
-    bs = args.batch_seconds if args.batch_seconds is not None else cfg.batch_seconds
+    bs = args.batch_seconds  # None: the engine's default (one clip per forward on CPU)
     am.generate(clips[0][:16000], granularity="utterance", disable_pbar=True)  # warm-up
     em.analyse([clips[0][:16000]])
     em.forward_calls = 0
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         run_funasr.labels = r["labels"]  # type: ignore[attr-defined]
 
     def run_engine(idx: list[int]) -> None:
-        for i, r in zip(idx, em.analyse([clips[i] for i in idx], batch_seconds=bs)):
+        for i, r in zip(idx, em.analyse([clips[i] for i in idx], batch_seconds=bs)):  # noqa: B023
             res[i] = r
 
     chunks = [list(range(i, min(i + args.chunk, len(clips)))) for i in range(0, len(clips), args.chunk)]
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     labels = [lab.split("/")[-1].replace("<unk>", "unknown") for lab in run_funasr.labels]  # type: ignore[attr-defined]
     t_funasr, t_engine = wall["funasr"], wall["engine"]
     print(f"funasr AutoModel.generate loop (ncpu={threads}): {t_funasr:.2f} s wall, {cpu['funasr']:.2f} s CPU")
-    print(f"engine analyse (batch_seconds={bs:g}, {em.forward_calls} forward calls, fast_path={cfg.fast_path}): "
+    print(f"engine analyse (batch_seconds={em.batch_seconds if bs is None else bs:g}, {em.forward_calls} forward calls, fast_path={cfg.fast_path}): "
           f"{t_engine:.2f} s wall, {cpu['engine']:.2f} s CPU")
     cols = [EMOTIONS.index(lab) for lab in labels]
     d_scores = max(float(np.abs(np.asarray(s) - r.scores[cols]).max()) for s, r in zip(ref_scores, res))
