@@ -114,7 +114,8 @@ class EmotionConfig(_Section):
     audio: Literal["denoised", "original"] = "denoised"
     batch_seconds: float = Field(60.0, gt=0)
     threads: int = Field(0, ge=0)
-    fast_attention: bool = True
+    fast_path: bool = True
+    cpu_batching: bool = False
 
 
 class ScreenConfig(_Section):

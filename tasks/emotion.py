@@ -283,7 +283,8 @@ class EmotionModel:
     """A loaded emotion2vec model; :meth:`analyse` gives one :class:`SegmentEmotion` per clip."""
 
     def __init__(self, model, *, model_id: str, path: str, sha256: str, tokens: list[str], device: str,
-                 is_test_model: bool, batch_seconds: float, max_s: float = DEFAULT_MAX_S):
+                 is_test_model: bool, batch_seconds: float, max_s: float = DEFAULT_MAX_S,
+                 fast_conv: bool = True, cpu_batching: bool = False):
         import torch
 
         from tasks.emotion_fast import PaddedEncoder
@@ -294,12 +295,14 @@ class EmotionModel:
         self.tokens = tuple(tokens)
         self.columns = label_columns(tokens)
         self.labels = EMOTIONS
-        self.batch_seconds = float(batch_seconds)
+        # On CPU one clip per forward measured faster than padded batches (benchmarks/
+        # emotion_speed.py): batch there only when asked (cpu_batching or an explicit argument).
+        self.batch_seconds = float(batch_seconds) if (device != "cpu" or cpu_batching) else 0.0
         self.max_s = float(max_s)
         self.max_samples = int(round(self.max_s * SAMPLE_RATE))
         self.normalize = bool(model.cfg.get("normalize", False))
         self.embed_dim = int(model.cfg.get("embed_dim"))
-        self._encoder = PaddedEncoder(model, max_frames=self.max_samples // 320 + 1)
+        self._encoder = PaddedEncoder(model, max_frames=self.max_samples // 320 + 1, fast_conv=fast_conv)
         self._lock = threading.Lock()  # one forward at a time per model (thread runners)
         # classifier weights mapped to EMOTIONS columns; missing labels -> -inf logits
         W, b = model.proj.weight.detach(), model.proj.bias.detach()
@@ -371,8 +374,9 @@ class EmotionModel:
         clips : list of ndarray
             Each 1-D, ``400 <= len <= max_s * 16000`` samples.
         batch_seconds : float, optional
-            Padded audio per forward call (default: the config's ``batch_seconds``); a value
-            below the longest clip's duration means one clip per forward.
+            Padded audio per forward call. Default: the config's ``batch_seconds`` on GPU; on
+            CPU 0 (one clip per forward, measured faster) unless ``cpu_batching`` is set. A
+            value below the longest clip's duration means one clip per forward.
         keep_features : bool
             Also return each clip's ``(T, D)`` frame features (for tests and diagnostics).
 
@@ -412,8 +416,9 @@ def load_emotion_model(config: EmotionConfig, *, resolved: ResolvedModel | None 
     Parameters
     ----------
     config : EmotionConfig
-        ``model`` (hub id or local dir), ``hub``, ``device``, ``batch_seconds``, ``threads``,
-        ``fast_attention``.
+        ``model`` (hub id or local dir), ``hub``, ``device``, ``batch_seconds``,
+        ``threads`` (>0: ``torch.set_num_threads``, process-wide; 0 leaves torch's default),
+        ``fast_path`` (SDPA attention + time-major conv extractor), ``cpu_batching``.
     resolved : ResolvedModel, optional
         Already resolved model (skips :func:`tasks.models.resolve`).
     max_s : float
@@ -448,11 +453,12 @@ def load_emotion_model(config: EmotionConfig, *, resolved: ResolvedModel | None 
     load_state_strict(model, path if path.is_file() else _checkpoint_file(model_dir), cfg.get("scope_map"))
     model.modality_encoders["AUDIO"].decoder = None  # pre-training decoder: unused at inference
     model.eval().to(device)
-    if config.fast_attention:
+    if config.fast_path:
         use_sdpa_attention(model)
     em = EmotionModel(model, model_id=config.model, path=str(path), sha256=resolved.sha256,
                       tokens=tokens, device=device, is_test_model=is_test_model(path),
-                      batch_seconds=config.batch_seconds, max_s=max_s)
+                      batch_seconds=config.batch_seconds, max_s=max_s, fast_conv=config.fast_path,
+                      cpu_batching=config.cpu_batching)
     if em.is_test_model:
         log.warning("emotion model %s is a randomly initialised TEST model: its scores mean nothing", path)
     return em
@@ -465,12 +471,12 @@ _CACHE_LOCK = threading.Lock()
 def get_emotion_model(config: EmotionConfig, *, max_s: float = DEFAULT_MAX_S) -> EmotionModel:
     """The process-wide model for ``config``: loaded once per worker process, then reused.
 
-    Keyed by (resolved path, sha256, device, fast_attention, max_s).
+    Keyed by (resolved path, sha256, device, fast_path, max_s).
     """
     from tasks.models import resolve
 
     resolved = resolve(config.model, kind="emotion", hub=config.hub)
-    key = (resolved.path, resolved.sha256, resolve_device(config.device), config.fast_attention, float(max_s))
+    key = (resolved.path, resolved.sha256, resolve_device(config.device), config.fast_path, float(max_s))
     with _CACHE_LOCK:
         em = _CACHE.get(key)
         if em is None:

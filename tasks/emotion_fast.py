@@ -79,6 +79,45 @@ class SdpaAltAttention(nn.Module):
         return self.proj(out.transpose(1, 2).reshape(B, N, C))
 
 
+class FastConvFeatureExtractor(nn.Module):
+    """funasr's ``ConvFeatureExtractionModel`` (``layer_norm`` mode) computed time-major.
+
+    funasr runs each layer as ``Conv1d`` on ``(B, C, T)`` then transposes to ``(B, T, C)`` for
+    the layer norm and back (two full copies of the largest activations per layer). Here the
+    activations stay ``(B, T, C)``: each conv is one matrix product of the (contiguous)
+    ``k * C_in`` window of every output frame with the conv weight reshaped to
+    ``(k * C_in, C_out)``, followed by the same layer norm and GELU, with funasr's weights.
+    Same maths, different summation order (float32 rounding only). Returns ``(B, T, C)``.
+    """
+
+    def __init__(self, orig: nn.Module):
+        super().__init__()
+        self.specs: list[tuple[int, int]] = []
+        self.weights: list[torch.Tensor] = []
+        self.norms: list[nn.Module] = []
+        for blk in orig.conv_layers:
+            conv, norm_seq = blk[0], blk[2]
+            if not isinstance(conv, nn.Conv1d) or not isinstance(norm_seq, nn.Sequential):
+                raise ValueError("only layer_norm-mode feature extractors are supported")
+            if conv.bias is not None or conv.padding != (0,) or conv.dilation != (1,) or conv.groups != 1:
+                raise ValueError("unsupported conv in the feature extractor")
+            k, s = conv.kernel_size[0], conv.stride[0]
+            self.specs.append((k, s))
+            w = conv.weight.detach()  # (C_out, C_in, k)
+            self.weights.append(w.permute(2, 1, 0).reshape(k * w.shape[1], w.shape[0]).contiguous())
+            self.norms.append(norm_seq[1])
+
+    def forward(self, source: torch.Tensor) -> torch.Tensor:
+        x = source.unsqueeze(-1)  # (B, S, 1)
+        for (k, s), w, ln in zip(self.specs, self.weights, self.norms):
+            B, T, C = x.shape
+            n = (T - k) // s + 1
+            win = x.as_strided((B, n, k * C), (T * C, s * C, 1))
+            x = torch.matmul(win, w)  # (B, n, C_out)
+            x = F.gelu(F.layer_norm(x, ln.normalized_shape, ln.weight, ln.bias, ln.eps))
+        return x
+
+
 def use_sdpa_attention(model: nn.Module) -> int:
     """Replace every funasr ``AltAttention`` in ``model`` by :class:`SdpaAltAttention`."""
     from funasr.models.emotion2vec.modules import AltAttention
@@ -102,7 +141,7 @@ class PaddedEncoder:
         Longest clip (in frames) that may be encoded; bounds the ALiBi cache.
     """
 
-    def __init__(self, model: nn.Module, *, max_frames: int):
+    def __init__(self, model: nn.Module, *, max_frames: int, fast_conv: bool = True):
         self.model = model
         self.enc = model.modality_encoders["AUDIO"]
         cfg = self.enc.modality_cfg
@@ -113,10 +152,17 @@ class PaddedEncoder:
         self.max_frames = int(max_frames)
         if self.enc.get_alibi_bias is None or cfg.learned_alibi:
             raise ValueError("only emotion2vec's fixed ALiBi audio encoder is supported")
+        if cfg.extractor_mode != "layer_norm":  # "default" mode group-norms over time: leaks
+            raise ValueError("only emotion2vec's layer_norm feature extractor is supported")
         if self.enc.fixed_positional_encoder is not None:
             raise ValueError("fixed positional encoders are not supported")
         self._bias: torch.Tensor | None = None  # (L, H, T+E, T+E): one per distinct scale
         model.alibi_biases.clear()  # funasr's unbounded cache: unused by this path
+        self.fast_conv: FastConvFeatureExtractor | None = None
+        pf = list(self.enc.project_features)
+        if fast_conv and type(pf[0]).__name__ == "TransposeLast" and self.enc.local_grad_mult > 0:
+            self.fast_conv = FastConvFeatureExtractor(self.enc.local_encoder)
+            self._project_tail = nn.Sequential(*pf[1:])
 
     # -- ALiBi -------------------------------------------------------------------------
     def _alibi(self, T: int, device: torch.device) -> list[torch.Tensor]:
@@ -165,7 +211,10 @@ class PaddedEncoder:
         frames : (B,) long, each clip's own frame count.
         """
         enc, model = self.enc, self.model
-        x = enc.local_features(source)  # conv extractor + LayerNorm + Linear, per frame
+        if self.fast_conv is not None:  # conv extractor + LayerNorm + Linear, per frame
+            x = self._project_tail(self.fast_conv(source))
+        else:
+            x = enc.local_features(source)
         B, T, _ = x.shape
         frames = conv_output_frames(n_samples.cpu(), self.layers).to(x.device)
         padded = bool((frames < T).any())
