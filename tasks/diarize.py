@@ -388,6 +388,10 @@ def diarize(
     else:
         annotation = output.speaker_diarization
         exclusive = getattr(output, "exclusive_speaker_diarization", None) or _exclusive_of(annotation)
+    # pyannote's last sliding window is padded: its turns can run past the end of the audio.
+    extent = Segment(0.0, wave.shape[1] / SAMPLE_RATE)
+    annotation = annotation.crop(extent, mode="intersection")
+    exclusive = exclusive.crop(extent, mode="intersection")
     annotation.uri = recording_id
     exclusive.uri = recording_id
     return DiarizationResult(annotation, exclusive, config.exclude_overlap)

@@ -52,6 +52,7 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory):
     os.environ["PREFECT_HOME"] = str(home)
     os.environ["PREFECT_LOCAL_STORAGE_PATH"] = str(home / "storage")
     os.environ["PREFECT_RESULTS_PERSIST_BY_DEFAULT"] = "false"
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=120):

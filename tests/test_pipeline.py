@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import soundfile as sf
 
 from flows.pipeline import run_pipeline
 from tasks.config import load_config
@@ -34,12 +35,13 @@ STAGES = ["load", "denoise", "diarize", "segment", "emotion", "screen", "export"
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
-    """Two real AMI excerpts (one as MP3) and two bad files."""
+    """Two real AMI excerpts (one as MP3), digital silence and two bad files."""
     d = tmp_path_factory.mktemp("inputs")
     shutil.copy(shared_data / "ami" / "dev00.flac", d / "dev00.flac")
     subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(shared_data / "ami" / "trn00.flac"),
                     "-c:a", "libmp3lame", "-b:a", "64k", str(d / "trn00.mp3")], check=True)
-    (d / "broken.wav").write_bytes(os.urandom(4000))
+    sf.write(d / "silence.wav", np.zeros(3 * 16000, np.float32), 16000)
+    (d / "broken.wav").write_bytes(b"JUNK" + np.random.default_rng(7).bytes(4000))
     (d / "empty.flac").write_bytes(b"")
     return d
 
@@ -72,7 +74,7 @@ def test_failures_are_exactly_the_bad_files(cold_run) -> None:
     assert set(failures["error"]) == {"NotAudioError", "EmptyAudioError"}
     for msg, path in zip(failures["message"], failures["input"]):
         assert path in msg and "\n" not in msg
-    assert summary.recordings == 2 and len(summary.failed) == 2
+    assert summary.recordings == 3 and len(summary.failed) == 2
 
 
 def test_segments_table_contract(cold_run) -> None:
@@ -89,6 +91,7 @@ def test_segments_table_contract(cold_run) -> None:
     assert (ok["drilled"] == (ok["confidence"] < 0.5)).all()
     assert ok["drilled"].any() and not ok["drilled"].all()
     assert (table["end"] > table["start"]).all() and (table["model_sha256"].str.len() == 64).all()
+    assert (table["start"] >= 0).all() and (table["end"] <= 30.0 + 1e-3).all()  # inside the audio
     csv = pd.read_csv(out / "segments.csv")
     assert list(csv.columns) == TABLE_COLUMNS and len(csv) == len(table)
     not_ok = table[table["status"] != "ok"]
@@ -146,9 +149,18 @@ def test_manifest(cold_run) -> None:
     assert m["models"]["segmentation"]["source"] == "bundled"
     durations = {Path(i["path"]).name: i["duration"] for i in m["inputs"]}
     assert abs(durations["dev00.flac"] - 30.0) < 0.02 and abs(durations["trn00.mp3"] - 30.0) < 0.1
-    for rec in m["recordings"].values():
+    failed = {rid for rid, rec in m["recordings"].items() if rec["failed"]}
+    assert failed == {"broken", "empty"}
+    assert all(m["recordings"][rid]["failed"]["stage"] == "load" for rid in failed)
+    for rid, rec in m["recordings"].items():
+        if rid in failed:
+            continue
         assert [rec["stages"][s]["status"] for s in STAGES] == ["computed"] * 7
-        assert rec["facts"]["denoise"]["snr_before_db"] is not None
+        if rid != "silence":
+            assert rec["facts"]["denoise"]["snr_before_db"] is not None
+    silence = m["recordings"]["silence"]["facts"]
+    assert silence["load"]["silent"] is True
+    assert silence["segment"]["segments"] == 0 and "no speech" in silence["segment"]["note"]
     assert (out / "config.yaml").is_file() and load_config(out / "config.yaml").screen.threshold == 0.5
     assert (out / "report.html").is_file()
 
@@ -159,7 +171,8 @@ def test_rerun_reuses_everything(cold_run, tiny_model_dir: Path) -> None:
     run_pipeline([str(Path(_manifest(out)["inputs"][0]["path"]).parent)], config=_cfg(tiny_model_dir), out_dir=out)
     m = _manifest(out)
     for rec in m["recordings"].values():
-        assert {s["status"] for s in rec["stages"].values()} == {"reused"}
+        if not rec["failed"]:
+            assert {s["status"] for s in rec["stages"].values()} == {"reused"}
     pd.testing.assert_frame_equal(before, pd.read_parquet(out / "segments.parquet"))
 
 
@@ -168,7 +181,7 @@ def test_threshold_change_recomputes_only_screen_and_export(cold_run, tiny_model
     src = str(Path(_manifest(out)["inputs"][0]["path"]).parent)
     run_pipeline([src], config=_cfg(tiny_model_dir, "screen.threshold=0.6"), out_dir=out)
     m = _manifest(out)
-    for rec in m["recordings"].values():
+    for rec in (r for r in m["recordings"].values() if not r["failed"]):
         status = {s: rec["stages"][s]["status"] for s in STAGES}
         assert status == {"load": "reused", "denoise": "reused", "diarize": "reused", "segment": "reused",
                           "emotion": "reused", "screen": "computed", "export": "computed"}
@@ -186,7 +199,7 @@ def test_segmentation_change_recomputes_from_segment(cold_run, tiny_model_dir: P
     src = str(Path(_manifest(out)["inputs"][0]["path"]).parent)
     run_pipeline([src], config=_cfg(tiny_model_dir, "segmentation.max_s=6"), out_dir=out)
     m = _manifest(out)
-    for rec in m["recordings"].values():
+    for rec in (r for r in m["recordings"].values() if not r["failed"]):
         assert [rec["stages"][s]["status"] for s in STAGES] == ["reused"] * 3 + ["computed"] * 4
     table = pd.read_parquet(out / "segments.parquet")
     assert (table.loc[table["status"] == "ok", "duration"] <= 6 + 1e-6).all()
