@@ -23,7 +23,7 @@ def test_dask_runner_matches_thread_runner(prefect_harness, shared_data: Path, t
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         cfg = load_config(None, [*base, "runner.kind=dask", f"runner.address={cluster.scheduler_address}"])
         dask_summary = run_pipeline(files, config=cfg, out_dir=tmp_path / "dask")
-        workers = set(cluster.scheduler_info()["workers"])
+        workers = set(cluster.scheduler_info["workers"])
     assert dask_summary.recordings == 2 and not dask_summary.failed and len(workers) == 2
     thread_summary = run_pipeline(files, config=load_config(None, base), out_dir=tmp_path / "thread")
     assert thread_summary.recordings == 2
