@@ -238,6 +238,8 @@ def load_state_strict(model, ckpt_path: Path, scope_map: list[str] | None = None
                 k_src = src_p + k
             elif k.startswith(dst_p) and k.replace(dst_p, src_p, 1) in state:
                 k_src = k.replace(dst_p, src_p, 1)
+        if k_src in state and k.endswith("alibi_scale") and state[k_src].dim() == 4 and v.dim() == 5:
+            state[k_src] = state[k_src].unsqueeze(0)  # funasr's upgrade_state_dict_named
         if k_src not in state:
             missing.append(k)
         elif tuple(state[k_src].shape) != tuple(v.shape):
@@ -450,8 +452,10 @@ def load_emotion_model(config: EmotionConfig, *, resolved: ResolvedModel | None 
     model = cls(model_conf=cfg["model_conf"], vocab_size=len(tokens))
     if model.proj is None:
         raise ValueError(f"{model_dir}: model has no classifier head")
+    # the pre-training decoder is unused at inference: drop it before loading, so checkpoints
+    # saved without it load (every weight inference uses must still be present)
+    model.modality_encoders["AUDIO"].decoder = None
     load_state_strict(model, path if path.is_file() else _checkpoint_file(model_dir), cfg.get("scope_map"))
-    model.modality_encoders["AUDIO"].decoder = None  # pre-training decoder: unused at inference
     model.eval().to(device)
     if config.fast_path:
         use_sdpa_attention(model)
