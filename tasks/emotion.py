@@ -216,13 +216,19 @@ def read_tokens(model_dir: Path) -> list[str]:
 def load_state_strict(model, ckpt_path: Path, scope_map: list[str] | None = None) -> None:
     """Load a funasr checkpoint into ``model``, failing on missing or mismatched keys.
 
+    A model built on the ``meta`` device gets the checkpoint tensors assigned (no random
+    initialisation, no second copy of the weights).
+
     Key mapping follows funasr's ``load_pretrained_model`` (``scope_map`` pairs plus
     ``module.``), but where funasr prints a warning for a missing key or skips a shape
     mismatch, this raises :class:`CheckpointError`. Unused checkpoint keys are allowed.
     """
     import torch
 
-    state = torch.load(str(ckpt_path), map_location="cpu", weights_only=False)
+    try:  # memory-mapped: the weights are not held twice while loading
+        state = torch.load(str(ckpt_path), map_location="cpu", weights_only=False, mmap=True)
+    except RuntimeError:  # legacy (non-zip) checkpoints cannot be mapped
+        state = torch.load(str(ckpt_path), map_location="cpu", weights_only=False)
     for key in ("state_dict", "model_state_dict", "model"):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]
@@ -245,7 +251,7 @@ def load_state_strict(model, ckpt_path: Path, scope_map: list[str] | None = None
         elif tuple(state[k_src].shape) != tuple(v.shape):
             mismatched.append(f"{k} {tuple(state[k_src].shape)} != {tuple(v.shape)}")
         else:
-            out[k] = state[k_src]
+            out[k] = state[k_src].to(v.dtype)
     if missing or mismatched:
         parts = []
         if missing:
@@ -253,7 +259,8 @@ def load_state_strict(model, ckpt_path: Path, scope_map: list[str] | None = None
         if mismatched:
             parts.append(f"{len(mismatched)} shape mismatches (e.g. {'; '.join(mismatched[:3])})")
         raise CheckpointError(f"{ckpt_path}: checkpoint does not fit the model: " + "; ".join(parts))
-    model.load_state_dict(out, strict=True)
+    meta = any(p.is_meta for p in model.parameters())
+    model.load_state_dict(out, strict=True, assign=meta)
 
 
 def _checkpoint_file(model_dir: Path) -> Path:
@@ -449,13 +456,17 @@ def load_emotion_model(config: EmotionConfig, *, resolved: ResolvedModel | None 
     cls = tables.model_classes.get(name)
     if cls is None or name != "Emotion2vec":
         raise ValueError(f"{model_dir}: model class {name!r} is not emotion2vec")
-    model = cls(model_conf=cfg["model_conf"], vocab_size=len(tokens))
+    with torch.device("meta"):  # no random init: every weight comes from the checkpoint
+        model = cls(model_conf=cfg["model_conf"], vocab_size=len(tokens))
     if model.proj is None:
         raise ValueError(f"{model_dir}: model has no classifier head")
     # the pre-training decoder is unused at inference: drop it before loading, so checkpoints
     # saved without it load (every weight inference uses must still be present)
     model.modality_encoders["AUDIO"].decoder = None
     load_state_strict(model, path if path.is_file() else _checkpoint_file(model_dir), cfg.get("scope_map"))
+    left = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
+    if left:
+        raise CheckpointError(f"{model_dir}: not loaded from the checkpoint: {', '.join(left[:3])}")
     model.eval().to(device)
     if config.fast_path:
         use_sdpa_attention(model)
