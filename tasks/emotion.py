@@ -11,6 +11,12 @@ Segments are processed in length-sorted padded batches (``batch_seconds`` of pad
 forward) with results equal to running each alone; see :mod:`tasks.emotion_fast` for where
 padding leaks in funasr and how each leak is closed.
 
+Speed (``fast_path``, default on): attention through ``scaled_dot_product_attention`` and a
+time-major conv feature extractor (same weights and maths, fewer copies); on CPU one clip per
+forward is the default because padded batches measured slower there (``cpu_batching`` opts
+in). Weights are memory-mapped from the checkpoint (do not overwrite ``model.pt`` in place
+while a process uses it). ``benchmarks/emotion_speed.py`` measures it against funasr.
+
 Frame post-processing (:func:`smooth_logits`, :func:`resample_logits`) works on **logits**,
 before the softmax: averaging logits is the same operation the model itself uses to pool
 frames into the utterance (the utterance logits are the mean of the frame logits).
