@@ -11,6 +11,12 @@ Segments are processed in length-sorted padded batches (``batch_seconds`` of pad
 forward) with results equal to running each alone; see :mod:`tasks.emotion_fast` for where
 padding leaks in funasr and how each leak is closed.
 
+Speed (``fast_path``, default on): attention through ``scaled_dot_product_attention`` and a
+time-major conv feature extractor (same weights and maths, fewer copies); on CPU one clip per
+forward is the default because padded batches measured slower there (``cpu_batching`` opts
+in). Weights are memory-mapped from the checkpoint (do not overwrite ``model.pt`` in place
+while a process uses it). ``benchmarks/emotion_speed.py`` measures it against funasr.
+
 Frame post-processing (:func:`smooth_logits`, :func:`resample_logits`) works on **logits**,
 before the softmax: averaging logits is the same operation the model itself uses to pool
 frames into the utterance (the utterance logits are the mean of the frame logits).
@@ -216,13 +222,19 @@ def read_tokens(model_dir: Path) -> list[str]:
 def load_state_strict(model, ckpt_path: Path, scope_map: list[str] | None = None) -> None:
     """Load a funasr checkpoint into ``model``, failing on missing or mismatched keys.
 
+    A model built on the ``meta`` device gets the checkpoint tensors assigned (no random
+    initialisation, no second copy of the weights).
+
     Key mapping follows funasr's ``load_pretrained_model`` (``scope_map`` pairs plus
     ``module.``), but where funasr prints a warning for a missing key or skips a shape
     mismatch, this raises :class:`CheckpointError`. Unused checkpoint keys are allowed.
     """
     import torch
 
-    state = torch.load(str(ckpt_path), map_location="cpu", weights_only=False)
+    try:  # memory-mapped: the weights are not held twice while loading
+        state = torch.load(str(ckpt_path), map_location="cpu", weights_only=False, mmap=True)
+    except RuntimeError:  # legacy (non-zip) checkpoints cannot be mapped
+        state = torch.load(str(ckpt_path), map_location="cpu", weights_only=False)
     for key in ("state_dict", "model_state_dict", "model"):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]
@@ -238,12 +250,14 @@ def load_state_strict(model, ckpt_path: Path, scope_map: list[str] | None = None
                 k_src = src_p + k
             elif k.startswith(dst_p) and k.replace(dst_p, src_p, 1) in state:
                 k_src = k.replace(dst_p, src_p, 1)
+        if k_src in state and k.endswith("alibi_scale") and state[k_src].dim() == 4 and v.dim() == 5:
+            state[k_src] = state[k_src].unsqueeze(0)  # funasr's upgrade_state_dict_named
         if k_src not in state:
             missing.append(k)
         elif tuple(state[k_src].shape) != tuple(v.shape):
             mismatched.append(f"{k} {tuple(state[k_src].shape)} != {tuple(v.shape)}")
         else:
-            out[k] = state[k_src]
+            out[k] = state[k_src].to(v.dtype)
     if missing or mismatched:
         parts = []
         if missing:
@@ -251,7 +265,8 @@ def load_state_strict(model, ckpt_path: Path, scope_map: list[str] | None = None
         if mismatched:
             parts.append(f"{len(mismatched)} shape mismatches (e.g. {'; '.join(mismatched[:3])})")
         raise CheckpointError(f"{ckpt_path}: checkpoint does not fit the model: " + "; ".join(parts))
-    model.load_state_dict(out, strict=True)
+    meta = any(p.is_meta for p in model.parameters())
+    model.load_state_dict(out, strict=True, assign=meta)
 
 
 def _checkpoint_file(model_dir: Path) -> Path:
@@ -447,11 +462,17 @@ def load_emotion_model(config: EmotionConfig, *, resolved: ResolvedModel | None 
     cls = tables.model_classes.get(name)
     if cls is None or name != "Emotion2vec":
         raise ValueError(f"{model_dir}: model class {name!r} is not emotion2vec")
-    model = cls(model_conf=cfg["model_conf"], vocab_size=len(tokens))
+    with torch.device("meta"):  # no random init: every weight comes from the checkpoint
+        model = cls(model_conf=cfg["model_conf"], vocab_size=len(tokens))
     if model.proj is None:
         raise ValueError(f"{model_dir}: model has no classifier head")
+    # the pre-training decoder is unused at inference: drop it before loading, so checkpoints
+    # saved without it load (every weight inference uses must still be present)
+    model.modality_encoders["AUDIO"].decoder = None
     load_state_strict(model, path if path.is_file() else _checkpoint_file(model_dir), cfg.get("scope_map"))
-    model.modality_encoders["AUDIO"].decoder = None  # pre-training decoder: unused at inference
+    left = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
+    if left:
+        raise CheckpointError(f"{model_dir}: not loaded from the checkpoint: {', '.join(left[:3])}")
     model.eval().to(device)
     if config.fast_path:
         use_sdpa_attention(model)

@@ -227,7 +227,8 @@ class PaddedEncoder:
             key_pad = F.pad(~valid, (self.num_extra, 0), value=False)
             pad = torch.zeros(key_pad.shape, dtype=x.dtype, device=x.device)
             pad = pad.masked_fill(key_pad, float("-inf"))[:, None, None, :]
-            biases = [b + pad for b in biases]  # (B, H, L, L) float masks
+            masked: dict[int, torch.Tensor] = {}  # one (B, H, L, L) mask per distinct bias
+            biases = [masked.setdefault(id(b), b + pad) for b in biases]
         ce = enc.context_encoder
         if ce.norm is not None and not ce.layer_norm_first:
             x = ce.norm(x)
