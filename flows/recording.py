@@ -252,8 +252,10 @@ def run_emotion(job: RecordingJob) -> StageReport:
         sr = cfg.audio.sample_rate
         clips = [np.asarray(audio[int(round(s.start * sr)) : int(round(s.end * sr))], dtype=np.float32)
                  for s in segments]
-        model = get_emotion_model(cfg.emotion)
-        results = model.analyse(clips, batch_seconds=cfg.emotion.batch_seconds) if clips else []
+        # Batching policy (GPU: batch_seconds buckets; CPU: one clip per forward, faster there)
+        # is the engine's, from cfg.emotion.
+        model = get_emotion_model(cfg.emotion, max_s=cfg.segmentation.max_s)
+        results = model.analyse(clips) if clips else []
         n = len(results)
         scores = np.stack([r.scores for r in results]).astype(np.float32) if n else np.zeros((0, 9), np.float32)
         emb = (np.stack([r.embedding for r in results]).astype(np.float32) if n
