@@ -57,7 +57,7 @@ class DenoiseConfig(_Section):
 class DiarizationConfig(_Section):
     pipeline: str = "offline"
     segmentation_model: str = "pyannote/segmentation-3.0"
-    embedding_model: str = "campplus_cn_en_common"
+    embedding_model: str = "iic/speech_campplus_sv_zh_en_16k-common_advanced"
     clustering_threshold: float = Field(0.75, gt=0, lt=2)
     min_cluster_size: int = Field(12, ge=1)
     num_speakers: int | None = Field(None, ge=1)
