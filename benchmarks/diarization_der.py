@@ -5,17 +5,20 @@ Data (read from ``../shared/data`` relative to the project root):
 * AMI: ``ami/debug.train.*`` (10 × 30 s, for tuning) and ``ami/debug.development.*``
   (2 × 30 s, held out), with their RTTM references and UEMs;
 * LibriSpeech mixtures built here from ``librispeech/test-other`` speakers: 2–4 speakers,
-  one utterance per turn (leading/trailing silence trimmed so the reference, taken from the
-  offsets, is tight), gaps of 0.2–1.2 s; an ``-ov`` variant of each where some turns start
-  0.3–1.0 s before the previous one ends.
+  one utterance per turn, gaps of 0.2–1.2 s; an ``-ov`` variant of each where some turns start
+  0.3–1.0 s before the previous one ends. Reference from the offsets; leading/trailing
+  non-speech of each utterance trimmed and pauses >= 0.3 s inside it removed, both found on
+  the clean utterance by energy (40 dB below its peak and 8 dB above its noise floor). The DER
+  against whole-utterance turns (pauses counted as speech) is printed too.
 
 DER: ``pyannote.metrics`` DiarizationErrorRate, collar 0, overlap scored (skip_overlap=False),
 UEM given (AMI) or the whole mixture. RTF = diarization seconds / audio seconds with the models
 already loaded (first pass over each file, segmentation + embeddings + clustering).
 
 Tuning (``--tune``) sweeps the agglomerative clustering threshold and min_cluster_size on
-debug.train only: segmentation and embeddings are computed once per file (pyannote's training
-cache) and only clustering and reconstruction are rerun for each value.
+debug.train only (then min_duration_off, then the threshold again): segmentation and
+embeddings are computed once per file (pyannote's training cache) and only clustering and
+reconstruction are rerun for each value.
 
     python benchmarks/diarization_der.py                 # evaluate config defaults
     python benchmarks/diarization_der.py --tune          # sweep on train, then evaluate best
@@ -66,22 +69,26 @@ def load_ami(split: str) -> list[dict]:
     return files
 
 
-def _trim(x: np.ndarray, db: float = 35.0) -> np.ndarray:
-    """Cut leading/trailing frames more than ``db`` below the utterance's loudest 20 ms frame."""
-    hop = 320
-    n = len(x) // hop
+def _speech_frames(x: np.ndarray, hop: int = 320) -> np.ndarray:
+    """20 ms frames of a clean utterance that hold speech: within 40 dB of its loudest frame
+    and 8 dB above its noise floor (10th percentile; test-other files have audible noise)."""
+    n = max(1, len(x) // hop)
     energy = 10 * np.log10(np.mean(x[: n * hop].reshape(n, hop) ** 2, axis=1) + 1e-10)
-    on = np.where(energy > energy.max() - db)[0]
+    return energy > max(energy.max() - 40.0, np.percentile(energy, 10) + 8.0)
+
+
+def _trim(x: np.ndarray) -> np.ndarray:
+    """Cut leading/trailing non-speech (see ``_speech_frames``)."""
+    hop = 320
+    on = np.where(_speech_frames(x, hop))[0]
     return x[on[0] * hop : (on[-1] + 1) * hop]
 
 
-def _speech_runs(x: np.ndarray, db: float = 40.0, min_pause: float = 0.3) -> list[tuple[float, float]]:
-    """Speech stretches (s) of a clean utterance: 20 ms frames within ``db`` of its loudest,
-    pauses shorter than ``min_pause`` kept as speech."""
+def _speech_runs(x: np.ndarray, min_pause: float = 0.3) -> list[tuple[float, float]]:
+    """Speech stretches (s) of a clean utterance (``_speech_frames``), pauses shorter than
+    ``min_pause`` kept as speech."""
     hop = 320
-    n = max(1, len(x) // hop)
-    energy = 10 * np.log10(np.mean(x[: n * hop].reshape(n, hop) ** 2, axis=1) + 1e-10)
-    on = energy > energy.max() - db
+    on = _speech_frames(x, hop)
     runs, start = [], None
     for i, v in enumerate(list(on) + [False]):
         if v and start is None:
