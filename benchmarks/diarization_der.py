@@ -6,10 +6,10 @@ Data (read from ``../shared/data`` relative to the project root):
   (2 × 30 s, held out), with their RTTM references and UEMs;
 * LibriSpeech mixtures built here from ``librispeech/test-other`` speakers: 2–4 speakers,
   one utterance per turn, gaps of 0.2–1.2 s; an ``-ov`` variant of each where some turns start
-  0.3–1.0 s before the previous one ends. Reference from the offsets; leading/trailing
-  non-speech of each utterance trimmed and pauses >= 0.3 s inside it removed, both found on
-  the clean utterance by energy (40 dB below its peak and 8 dB above its noise floor). The DER
-  against whole-utterance turns (pauses counted as speech) is printed too.
+  0.3–1.0 s before the previous one ends. Reference from the offsets: one turn per utterance,
+  its leading/trailing non-speech trimmed by energy on the clean utterance (frames 40 dB below
+  its peak or within 8 dB of its noise floor). Pauses inside an utterance count as speech
+  there; a second, crude reference that also removes pauses >= 0.3 s is scored as well.
 
 DER: ``pyannote.metrics`` DiarizationErrorRate, collar 0, overlap scored (skip_overlap=False),
 UEM given (AMI) or the whole mixture. RTF = diarization seconds / audio seconds with the models
@@ -298,9 +298,11 @@ def main(argv: list[str] | None = None) -> int:
         over = [f for f in mixtures if f["uri"].endswith("-ov")]
         for name, group in (("no overlap", clean), ("some overlap", over)):
             hyps = {f["uri"]: run_file(pipeline, f, cfg) for f in group}
-            score(group, hyps, verbose=True, title=f"LibriSpeech mixtures, {name} (reference: pauses >= 0.3 s removed)")
-            whole = score(group, hyps, key="reference_turns")
-            print(f"same, reference = whole utterances (pauses counted as speech): DER {100 * whole:.1f}%")
+            score(group, hyps, verbose=True, key="reference_turns",
+                  title=f"LibriSpeech mixtures, {name} (reference: whole trimmed utterances, pauses count as speech)")
+            crude = score(group, hyps)
+            print(f"same against a crude energy reference without pauses >= 0.3 s: DER {100 * crude:.1f}% "
+                  "(its noise-floor rule also drops quiet speech: false alarms are overstated)")
     ami = train + dev
     secs = sum(f["seconds"] for f in ami)
     dur = sum(len(f["audio"]) / SR for f in ami)
