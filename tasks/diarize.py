@@ -39,6 +39,7 @@ from pyannote.core import Annotation, Segment
 
 from tasks.config import DiarizationConfig
 from tasks.models import ModelUnavailableError, hub_reachable, resolve
+from tasks.models import resolve_device as _resolve_device
 from tasks.records import Turn
 from tasks.storage import atomic_write_text
 
@@ -97,11 +98,7 @@ class DiarizationResult:
 # --------------------------------------------------------------------------- devices & models
 def resolve_device(device: str) -> torch.device:
     """``auto`` → cuda when available, else cpu; ``cuda`` without a GPU is an error."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("diarization.device is 'cuda' but no CUDA GPU is available; use --set diarization.device=cpu")
-    return torch.device(device)
+    return torch.device(_resolve_device(device, setting="diarization.device"))
 
 
 def _cached(key: tuple, build):

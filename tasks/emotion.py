@@ -34,6 +34,7 @@ import numpy as np
 
 from tasks.config import EmotionConfig
 from tasks.models import ResolvedModel
+from tasks.models import resolve_device as _resolve_device
 from tasks.records import EMOTIONS
 
 log = logging.getLogger(__name__)
@@ -280,13 +281,8 @@ def _checkpoint_file(model_dir: Path) -> Path:
 
 
 def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("emotion.device=cuda but no CUDA device is available")
-    return device
+    """``auto`` → cuda when available, else cpu; ``cuda`` without a GPU is an error."""
+    return _resolve_device(device, setting="emotion.device")
 
 
 # ---------------------------------------------------------------------------------------

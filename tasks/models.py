@@ -247,6 +247,18 @@ def resolve(ref: str, *, kind: Kind = "emotion", hub: str = "auto", allow_downlo
     return ResolvedModel(ref=ref, path=str(path), source=source, sha256=model_sha256(path))  # type: ignore[arg-type]
 
 
+def resolve_device(device: str, *, setting: str = "device") -> str:
+    """``auto`` → ``cuda`` when a GPU is available, else ``cpu``; ``cuda`` without a GPU is an
+    error naming the config ``setting`` to change."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"{setting} is 'cuda' but no CUDA GPU is available; use --set {setting}=cpu")
+    return device
+
+
 def status(ref: str, kind: Kind) -> tuple[str, str]:
     """Where ``ref`` would come from without downloading: (source or 'missing', path or hint)."""
     try:
