@@ -12,6 +12,9 @@ over the *active speech* samples is 0, 5 or 10 dB. The clean signal is known, so
   the *clean* signal. ``dDetErr`` < 0 means denoising helps the VAD.
 * **RTF**: denoise seconds / audio seconds, VAD excluded (regions are passed in), one thread.
 
+The real diarization effect (DER on the AMI excerpts, original vs denoised) is measured by
+``benchmarks/denoise_der.py`` (results in ``benchmarks/denoise_der.results.txt``).
+
 Run from the project root::
 
     python benchmarks/denoise_quality.py --trials 8
