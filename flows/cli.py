@@ -63,6 +63,23 @@ def run(
     raise typer.Exit(EXIT_FAILURES if summary.failed else EXIT_OK)
 
 
+@app.command("config")
+def show_config(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (default: configs/default.yaml)."),
+    set_: list[str] = typer.Option([], "--set", help="Override a config key: section.key=value (repeatable)."),
+    hash_only: bool = typer.Option(False, "--hash", help="Print only the config's sha256."),
+) -> None:
+    """Print the resolved config and its hashes (whole config and each section)."""
+    cfg = _config(config, set_)
+    if hash_only:
+        typer.echo(cfg.sha256())
+        return
+    typer.echo(cfg.to_yaml().rstrip())
+    typer.echo(f"# sha256: {cfg.sha256()}")
+    for name in cfg.to_plain():
+        typer.echo(f"# {name}: {cfg.section_hash(name)}")
+
+
 @app.command()
 def serve(
     inbox: Path = typer.Option(..., "--inbox", help="Folder watched for new recordings."),

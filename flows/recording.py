@@ -90,18 +90,37 @@ class StageReport:
         return asdict(self)
 
 
+def stage_dependencies(config: Config) -> dict[str, tuple[str, ...]]:
+    """The stages whose artefacts each stage reads (its key includes theirs)."""
+    diarized = "denoise" if config.diarization.audio == "denoised" else "load"
+    heard = "denoise" if config.emotion.audio == "denoised" else "load"
+    return {
+        "load": (),
+        "denoise": ("load",),
+        "diarize": (diarized,),
+        "segment": ("diarize",),
+        "emotion": ("segment", heard),
+        "screen": ("emotion",),
+        "export": ("screen", "denoise"),  # SNR facts and denoised.wav come from denoise
+    }
+
+
 def compute_keys(*, sha256: str, config: Config, models: dict[str, dict[str, Any]]) -> dict[str, str]:
-    """The artefact key of every stage: input hash, its sections, model checksums, code version."""
+    """The artefact key of every stage: the keys of what it reads (the input's content hash for
+    ``load``), its config sections, model checksums and code version.
+
+    So a change reruns exactly the stages downstream of it: ``screen.threshold`` reruns screen
+    and export; ``denoise.*`` reruns denoise, emotion (when it hears denoised audio), screen and
+    export, but not diarization of the original audio.
+    """
     keys: dict[str, str] = {}
-    previous = sha256
     model_of = {"denoise": ("segmentation",), "diarize": ("segmentation", "embedding"), "emotion": ("emotion",)}
-    for stage in STAGES:
+    for stage, deps in stage_dependencies(config).items():
         sections = {s: config.section_hash(s) for s in STAGE_SECTIONS[stage]}
         model_shas = [models.get(m, {}).get("sha256", "") for m in model_of.get(stage, ())]
         code = source_hash(*(TASKS_DIR / m for m in STAGE_MODULES[stage]))
-        keys[stage] = stage_key(stage, previous, sections, model_shas, code)
-        previous = keys[stage]
-    # Which audio the emotion model hears changes what it computes: already in emotion's section.
+        upstream = [keys[d] for d in deps] or [sha256]
+        keys[stage] = stage_key(stage, upstream, sections, model_shas, code)
     return keys
 
 
@@ -161,6 +180,11 @@ def load_denoised(job: RecordingJob, *, mmap: bool = True) -> np.ndarray:
     return np.load(path, mmap_mode="r" if mmap else None)
 
 
+def diarized_audio(job: RecordingJob) -> np.ndarray:
+    """The audio diarization (and segment splitting) works on: ``diarization.audio``."""
+    return load_denoised(job) if job.cfg.diarization.audio == "denoised" else load_original(job)
+
+
 # ---------------------------------------------------------------------------------------------
 # denoise
 
@@ -192,7 +216,7 @@ def run_diarize(job: RecordingJob) -> StageReport:
     def compute(tmp: Path) -> dict[str, Any]:
         from tasks.diarize import diarize, write_rttm
 
-        audio = np.asarray(load_denoised(job, mmap=False))
+        audio = np.asarray(diarized_audio(job))
         result = diarize(audio, recording_id=job.recording_id, config=job.cfg.diarization)
         write_rttm(result.annotation, tmp / "diarization.rttm", uri=job.recording_id)
         turns = [t.to_dict() for t in result.turns()]
@@ -219,7 +243,7 @@ def run_segment(job: RecordingJob) -> StageReport:
         data = _read_json(job.artefact("diarize") / "turns.json")
         turns = [Turn.from_dict(t) for t in data["turns"]]
         overlaps = [tuple(o) for o in data["overlaps"]]
-        audio = np.asarray(load_denoised(job))
+        audio = np.asarray(diarized_audio(job))
         segments = build_segments(turns, recording_id=job.recording_id, config=job.cfg.segmentation,
                                   overlaps=overlaps, audio=audio)
         _json(tmp / "segments.json", [s.to_dict() for s in segments])

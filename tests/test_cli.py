@@ -65,3 +65,14 @@ def test_console_script_entry_point() -> None:
     out = subprocess.run([sys.executable, "-m", "flows.cli", "--help"], capture_output=True, text=True,
                          cwd=Path(__file__).resolve().parent.parent)
     assert out.returncode == 0 and "emoflow" in out.stdout
+
+
+def test_config_hash_is_the_same_in_two_processes(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("screen:\n  threshold: 0.6\n")
+    root = Path(__file__).resolve().parent.parent
+    outs = [subprocess.run([sys.executable, "-m", "flows.cli", "config", "--config", str(path), "--hash"],
+                           capture_output=True, text=True, cwd=root, check=True).stdout.strip() for _ in range(2)]
+    assert outs[0] == outs[1] and len(outs[0]) == 64
+    shown = runner.invoke(app, ["config", "--config", str(path)])
+    assert shown.exit_code == 0 and "threshold: 0.6" in shown.output and outs[0] in shown.output

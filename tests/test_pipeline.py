@@ -205,6 +205,17 @@ def test_segmentation_change_recomputes_from_segment(cold_run, tiny_model_dir: P
     assert (table.loc[table["status"] == "ok", "duration"] <= 6 + 1e-6).all()
 
 
+def test_denoise_change_keeps_diarization(cold_run, tiny_model_dir: Path) -> None:
+    out, _ = cold_run
+    src = str(Path(_manifest(out)["inputs"][0]["path"]).parent)
+    run_pipeline([src], config=_cfg(tiny_model_dir, "segmentation.max_s=6", "denoise.prop_decrease=0.5"), out_dir=out)
+    m = _manifest(out)
+    for rec in (r for r in m["recordings"].values() if not r["failed"]):
+        status = {s: rec["stages"][s]["status"] for s in STAGES}
+        assert status == {"load": "reused", "denoise": "computed", "diarize": "reused", "segment": "reused",
+                          "emotion": "computed", "screen": "computed", "export": "computed"}
+
+
 def test_killed_run_resumes_to_identical_results(prefect_harness, inputs: Path, tiny_model_dir: Path,
                                                  tmp_path: Path, cold_run) -> None:
     """kill -9 a process computing the stages, then the same run completes with the same table."""
