@@ -13,7 +13,6 @@ difference of utterance scores / embeddings, and peak RSS.
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import resource
 import sys

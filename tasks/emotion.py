@@ -25,7 +25,6 @@ frames into the utterance (the utterance logits are the mean of the frame logits
 from __future__ import annotations
 
 import logging
-import math
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path

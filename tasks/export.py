@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.records import EMOTIONS
-from tasks.storage import atomic_write_bytes, atomic_write_text, atomic_write_with
+from tasks.storage import atomic_write_text, atomic_write_with
 
 if TYPE_CHECKING:
     from flows.recording import RecordingJob

@@ -6,7 +6,6 @@ Uses the tiny random emotion2vec (labelled a test model) and the real diarizatio
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
