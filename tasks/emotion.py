@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from tasks.config import EmotionConfig
-from tasks.models import ResolvedModel
+from tasks.models import ResolvedModel, find_checkpoint
 from tasks.models import resolve_device as _resolve_device
 from tasks.records import EMOTIONS
 
@@ -269,15 +269,6 @@ def load_state_strict(model, ckpt_path: Path, scope_map: list[str] | None = None
     model.load_state_dict(out, strict=True, assign=meta)
 
 
-def _checkpoint_file(model_dir: Path) -> Path:
-    p = model_dir / "model.pt"
-    if p.is_file():
-        return p
-    cands = sorted(model_dir.glob("*.pt")) + sorted(model_dir.glob("*.pth"))
-    if not cands:
-        raise FileNotFoundError(f"{model_dir}: no model.pt checkpoint")
-    return cands[0]
-
 
 def resolve_device(device: str) -> str:
     """``auto`` → cuda when available, else cpu; ``cuda`` without a GPU is an error."""
@@ -464,7 +455,7 @@ def load_emotion_model(config: EmotionConfig, *, resolved: ResolvedModel | None 
     # the pre-training decoder is unused at inference: drop it before loading, so checkpoints
     # saved without it load (every weight inference uses must still be present)
     model.modality_encoders["AUDIO"].decoder = None
-    load_state_strict(model, path if path.is_file() else _checkpoint_file(model_dir), cfg.get("scope_map"))
+    load_state_strict(model, find_checkpoint(path, preferred="model.pt"), cfg.get("scope_map"))
     left = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
     if left:
         raise CheckpointError(f"{model_dir}: not loaded from the checkpoint: {', '.join(left[:3])}")

@@ -116,6 +116,20 @@ def weight_files(path: Path) -> list[Path]:
     return files
 
 
+def find_checkpoint(path: str | os.PathLike[str], *, preferred: str, suffixes: tuple[str, ...] = (".pt", ".pth")) -> Path:
+    """The checkpoint file of a model: ``path`` itself when it is a file, else ``preferred``
+    inside it, else the first file with one of ``suffixes`` (sorted by name)."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    if (p / preferred).is_file():
+        return p / preferred
+    found = [f for suffix in suffixes for f in sorted(p.glob(f"*{suffix}"))]
+    if not found:
+        raise FileNotFoundError(f"{p}: no checkpoint ({preferred} or *{'/*'.join(suffixes)}) found")
+    return found[0]
+
+
 _CHECKSUM_CACHE = "checksums.json"
 
 

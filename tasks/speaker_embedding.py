@@ -29,6 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tasks.models import find_checkpoint
+
 SAMPLE_RATE = 16000
 FRAME_LENGTH = 400  # 25 ms at 16 kHz
 FRAME_SHIFT = 160  # 10 ms
@@ -36,25 +38,13 @@ NUM_MEL_BINS = 80
 CHECKPOINT_NAME = "campplus_cn_en_common.pt"
 
 
-def _checkpoint_in(path: str | Path) -> Path:
-    p = Path(path)
-    if p.is_file():
-        return p
-    direct = p / CHECKPOINT_NAME
-    if direct.is_file():
-        return direct
-    found = sorted(p.glob("*.pt")) + sorted(p.glob("*.bin"))
-    if not found:
-        raise FileNotFoundError(f"{p}: no CAM++ checkpoint (*.pt) found")
-    return found[0]
-
 
 def load_campplus(path: str | Path, device: torch.device | str = "cpu") -> torch.nn.Module:
     """funasr's CAMPPlus with the weights in ``path`` (a .pt file or a directory holding one)."""
     from funasr.models.campplus.model import CAMPPlus
 
     model = CAMPPlus(feat_dim=NUM_MEL_BINS, embedding_size=192, memory_efficient=False)
-    state = torch.load(_checkpoint_in(path), map_location="cpu", weights_only=True)
+    state = torch.load(find_checkpoint(path, preferred=CHECKPOINT_NAME, suffixes=(".pt", ".bin")), map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     missing, unexpected = model.load_state_dict(state, strict=False)
