@@ -22,7 +22,7 @@ from prefect import flow, task
 from prefect.futures import PrefectFuture
 from prefect.states import State
 
-from flows.recording import STAGE_FUNCTIONS, STAGES, RecordingJob, StageReport, compute_keys
+from flows.recording import STAGE_FUNCTIONS, STAGES, RecordingJob, StageReport, compute_keys, stage_dependencies
 from tasks.config import Config
 from tasks.records import assign_recording_ids
 from tasks.storage import atomic_write_json, sha256_file
@@ -208,11 +208,12 @@ def emoflow_run(jobs: list[RecordingJob], run: dict[str, Any]) -> dict[str, Any]
     config = Config.model_validate(run["config"])
     retries, delay = config.runner.retries, config.runner.retry_delay_s
     tasks_ = {s: t.with_options(retries=retries, retry_delay_seconds=delay) for s, t in STAGE_TASKS.items()}
+    order = tuple(stage_dependencies(config))  # each stage after what it reads
     chains: list[list[PrefectFuture]] = []
     for job in jobs:
         futures: list[PrefectFuture] = []
         upstream = None
-        for stage in STAGES:
+        for stage in order:
             upstream = tasks_[stage].submit(job, upstream)
             futures.append(upstream)
         chains.append(futures)
@@ -223,7 +224,7 @@ def emoflow_run(jobs: list[RecordingJob], run: dict[str, Any]) -> dict[str, Any]
         for job, futures in zip(jobs, chains):
             reports: list[dict[str, Any]] = []
             failure = None
-            for stage, fut in zip(STAGES, futures):
+            for stage, fut in zip(order, futures):
                 fut.wait()
                 state = fut.state
                 if state.is_completed():

@@ -90,14 +90,23 @@ class StageReport:
         return asdict(self)
 
 
+def reuses_diarization_for_denoise(config: Config) -> bool:
+    """Whether the denoiser takes its speech regions from the diarization of the original audio
+    (instead of running the segmentation model a second time for voice activity)."""
+    return config.denoise.enabled and config.diarization.audio == "original"
+
+
 def stage_dependencies(config: Config) -> dict[str, tuple[str, ...]]:
-    """The stages whose artefacts each stage reads (its key includes theirs)."""
+    """The stages whose artefacts each stage reads (its key includes theirs), in an order where
+    every stage comes after what it reads."""
     diarized = "denoise" if config.diarization.audio == "denoised" else "load"
     heard = "denoise" if config.emotion.audio == "denoised" else "load"
+    if reuses_diarization_for_denoise(config):
+        first = {"load": (), "diarize": ("load",), "denoise": ("load", "diarize")}
+    else:
+        first = {"load": (), "denoise": ("load",), "diarize": (diarized,)}
     return {
-        "load": (),
-        "denoise": ("load",),
-        "diarize": (diarized,),
+        **first,
         "segment": ("diarize",),
         "emotion": ("segment", heard),
         "screen": ("emotion",),
@@ -199,7 +208,13 @@ def run_denoise(job: RecordingJob) -> StageReport:
         from tasks.denoise import denoise
 
         audio = load_original(job, mmap=False)
-        clean, stats = denoise(audio, config=cfg.denoise)
+        speech = None
+        if reuses_diarization_for_denoise(cfg):  # the diarization already knows where speech is
+            data = _read_json(job.artefact("diarize") / "turns.json")
+            speech = sorted((t["start"], t["end"]) for t in data["turns"])
+            speech += [tuple(o) for o in data["overlaps"]]
+            speech.sort()
+        clean, stats = denoise(audio, config=cfg.denoise, speech=speech)
         np.save(tmp / "denoised.npy", clean.astype(np.float32, copy=False))
         return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(stats).items()}
 
