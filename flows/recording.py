@@ -19,7 +19,7 @@ import numpy as np
 
 from tasks.artefacts import ArtefactStore, source_hash, stage_key
 from tasks.config import Config
-from tasks.records import EMOTIONS, Segment, Turn
+from tasks.records import EmotionResult, Segment, Turn
 
 TASKS_DIR = Path(__file__).resolve().parent.parent / "tasks"
 STAGES: tuple[str, ...] = ("load", "denoise", "diarize", "segment", "emotion", "screen", "export")
@@ -321,7 +321,7 @@ def run_screen(job: RecordingJob) -> StageReport:
     """Labels and confidences; frame curves and their summary for drilled segments."""
 
     def compute(tmp: Path) -> dict[str, Any]:
-        from tasks.emotion import SegmentEmotion
+        from tasks.emotion import frame_scores_from_logits
         from tasks.screen import is_drilled, summarise_curve
 
         cfg = job.cfg
@@ -334,15 +334,12 @@ def run_screen(job: RecordingJob) -> StageReport:
         rows, frames = [], {}
         for i, sid in enumerate(ids):
             seg = by_id[sid]
-            conf = float(scores[i].max())
-            drilled = cfg.drilldown.enabled and is_drilled(conf, threshold=cfg.screen.threshold)
-            row: dict[str, Any] = {"segment_id": sid, "scores": [float(v) for v in scores[i]],
-                                   "label": EMOTIONS[int(scores[i].argmax())], "confidence": conf,
-                                   "drilled": bool(drilled)}
+            result = EmotionResult(sid, tuple(float(v) for v in scores[i]))
+            drilled = cfg.drilldown.enabled and is_drilled(result.confidence, threshold=cfg.screen.threshold)
+            row: dict[str, Any] = {**result.to_dict(), "drilled": bool(drilled)}
             if drilled:
-                result = SegmentEmotion(scores=scores[i], frame_logits=logits[offsets[i] : offsets[i + 1]],
-                                        embedding=np.zeros(0, np.float32))
-                curve = result.frame_scores(smooth_s=cfg.drilldown.smooth_s, hop_s=cfg.drilldown.frame_hop_s)
+                curve = frame_scores_from_logits(logits[offsets[i] : offsets[i + 1]],
+                                                 smooth_s=cfg.drilldown.smooth_s, hop_s=cfg.drilldown.frame_hop_s)
                 frames[sid] = curve.astype(np.float32)
                 row["drilldown"] = summarise_curve(curve, hop_s=cfg.drilldown.frame_hop_s, offset_s=seg.start,
                                                    min_run_s=cfg.drilldown.min_run_s)

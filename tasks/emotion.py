@@ -180,10 +180,16 @@ class SegmentEmotion:
         return float(np.max(self.scores))
 
     def frame_scores(self, *, smooth_s: float = 0.0, hop_s: float = 0.02) -> np.ndarray:
-        """Frame probabilities ``(T', 9)``: smooth, then resample the logits, then softmax."""
-        z = smooth_logits(self.frame_logits, smooth_s=smooth_s)
-        z = resample_logits(z, hop_s=hop_s)
-        return _softmax_rows(z)
+        """Frame probabilities ``(T', 9)``: see :func:`frame_scores_from_logits`."""
+        return frame_scores_from_logits(self.frame_logits, smooth_s=smooth_s, hop_s=hop_s)
+
+
+def frame_scores_from_logits(logits: np.ndarray, *, smooth_s: float = 0.0, hop_s: float = 0.02) -> np.ndarray:
+    """Frame probabilities ``(T', 9)`` from frame logits ``(T, 9)``: smooth, then resample the
+    logits, then softmax each frame."""
+    z = smooth_logits(logits, smooth_s=smooth_s)
+    z = resample_logits(z, hop_s=hop_s)
+    return _softmax_rows(z)
 
 
 # ---------------------------------------------------------------------------------------
