@@ -7,7 +7,8 @@ Two back ends, chosen by ``diarization.pipeline``:
     segmentation-3.0 (powerset, 10 s windows), CAM++ embeddings (:mod:`tasks.speaker_embedding`,
     masks honoured so overlapped frames are excluded) and pyannote's agglomerative clustering
     (centroid linkage, cosine) with a threshold tuned for CAM++ on the AMI debug train set
-    (``benchmarks/diarization_der.py``). pyannote 4 insists on a PLDA in
+    (``benchmarks/diarization_der.py``), then an embedding resegmentation of the single-speaker
+    speech with 1 s CAM++ windows (:mod:`tasks.resegment`). pyannote 4 insists on a PLDA in
     ``SpeakerDiarization.__init__`` even for agglomerative clustering, so
     :class:`OfflineSpeakerDiarization` subclasses it with its own ``__init__`` (no PLDA, no
     hub look-ups); ``apply`` and everything after segmentation are pyannote's own.
@@ -195,6 +196,7 @@ def _offline_pipeline_class():
             segmentation_batch_size: int = 32,
             embedding_batch_size: int = 32,
             embedding_exclude_overlap: bool = True,
+            resegment_window_s: float = 1.0,
         ) -> None:
             Pipeline.__init__(self)
             self.legacy = False
@@ -224,6 +226,30 @@ def _offline_pipeline_class():
             self.clustering = _clustering_class()(metric=embedding.metric)
             self._expects_num_speakers = False
             self.overlap_count_onset = OVERLAP_COUNT_ONSET
+            self.resegment_window_s = float(resegment_window_s)
+
+        def apply(self, file, num_speakers=None, min_speakers=None, max_speakers=None, hook=None, **kwargs):
+            """pyannote's ``apply``, then embedding resegmentation (:mod:`tasks.resegment`)
+            of the single-speaker speech when ``resegment_window_s`` > 0."""
+            output = super().apply(
+                file, num_speakers=num_speakers, min_speakers=min_speakers, max_speakers=max_speakers, hook=hook, **kwargs
+            )
+            if self.resegment_window_s <= 0 or isinstance(output, Annotation):
+                return output
+            from tasks.resegment import resegment
+
+            waveform, _ = self._audio(file)
+            full, exclusive = resegment(
+                waveform.reshape(-1).cpu().numpy(),
+                output.speaker_diarization,
+                output.exclusive_speaker_diarization,
+                embedding=self._embedding,
+                window_s=self.resegment_window_s,
+                hop_s=self.resegment_window_s / 4,
+            )
+            output.speaker_diarization = full
+            output.exclusive_speaker_diarization = exclusive
+            return output
 
         def speaker_count(self, binarized_segmentations, frames, warm_up=(0.1, 0.1)):
             """pyannote's speaker count, with a lower onset for the 2nd, 3rd... speaker.
@@ -262,6 +288,7 @@ def _build_offline(config: DiarizationConfig):
         segmentation_step=config.segmentation_step,
         segmentation_batch_size=config.segmentation_batch_size,
         embedding_batch_size=config.embedding_batch_size,
+        resegment_window_s=config.resegment_window_s,
     )
     params: dict[str, Any] = {
         "clustering": {
@@ -327,7 +354,7 @@ def load_diarization_pipeline(config: DiarizationConfig):
         key = (
             "pipeline", OFFLINE, config.segmentation_model, _EMBEDDING_ALIASES.get(config.embedding_model, config.embedding_model),
             float(config.clustering_threshold), int(config.min_cluster_size), config.segmentation_step,
-            float(config.min_duration_off),
+            float(config.min_duration_off), float(config.resegment_window_s),
             config.segmentation_batch_size,
             config.embedding_batch_size, str(resolve_device(config.device)),
         )

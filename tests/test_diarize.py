@@ -67,7 +67,8 @@ def test_ami_file_gives_plausible_labels_and_parseable_rttm(ami, cfg, tmp_path):
         assert 0 <= a < b <= 30.1
 
     der = DiarizationErrorRate(collar=0.0, skip_overlap=False)(ref, result.annotation)
-    assert der < 0.5, f"DER {der:.2f} on dev00 is not plausible"
+    # 12 % measured (33.9 % before resegmentation gave the second voice back)
+    assert der < 0.2, f"DER {der:.2f} on dev00"
 
     path = D.write_rttm(result.annotation, tmp_path / "rec" / "diarization.rttm", uri="dev00")
     back = D.read_rttm(path)
