@@ -24,7 +24,7 @@ from prefect.states import State
 
 from flows.recording import STAGE_FUNCTIONS, STAGES, RecordingJob, StageReport, compute_keys, stage_dependencies
 from tasks.config import Config
-from tasks.records import assign_recording_ids
+from tasks.records import Recording, assign_recording_ids
 from tasks.storage import atomic_write_json, sha256_file
 
 try:
@@ -380,7 +380,8 @@ def prepare_run(inputs: list[str], *, config: Config, out_dir: str | os.PathLike
                              "message": f"{f}: cannot read file ({exc.strerror or exc})"})
     ids = assign_recording_ids([(f.stem, sha) for f, sha in readable])
     plain = config.to_plain()
-    jobs = [RecordingJob(recording_id=rid, source_path=str(f), sha256=sha, out_dir=str(out), config=plain,
+    jobs = [RecordingJob(recording=Recording(recording_id=rid, source_path=str(f), sha256=sha), out_dir=str(out),
+                         config=plain,
                          keys=compute_keys(sha256=sha, config=config, models=models), models=models)
             for (f, sha), rid in zip(readable, ids)]
     run = {"run_id": uuid.uuid4().hex, "run_name": f"emoflow-{config.sha256()[:8]}-{started.strftime('%Y%m%dT%H%M%S')}",

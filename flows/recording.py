@@ -19,7 +19,7 @@ import numpy as np
 
 from tasks.artefacts import ArtefactStore, source_hash, stage_key
 from tasks.config import Config
-from tasks.records import EmotionResult, Segment, Turn
+from tasks.records import EmotionResult, Recording, Segment, Turn
 
 TASKS_DIR = Path(__file__).resolve().parent.parent / "tasks"
 STAGES: tuple[str, ...] = ("load", "denoise", "diarize", "segment", "emotion", "screen", "export")
@@ -47,15 +47,26 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
 
 @dataclass(frozen=True)
 class RecordingJob:
-    """Everything a stage needs to know about one recording (small and picklable)."""
+    """Everything a stage needs to know about one recording (small and picklable): the
+    :class:`~tasks.records.Recording`, where the run writes, its config and the artefact keys."""
 
-    recording_id: str
-    source_path: str
-    sha256: str
+    recording: Recording
     out_dir: str
     config: dict[str, Any]
     keys: dict[str, str]
     models: dict[str, dict[str, Any]]
+
+    @property
+    def recording_id(self) -> str:
+        return self.recording.recording_id
+
+    @property
+    def source_path(self) -> str:
+        return self.recording.source_path
+
+    @property
+    def sha256(self) -> str:
+        return self.recording.sha256
 
     @property
     def cfg(self) -> Config:

@@ -31,12 +31,12 @@ class _Record:
 
 @dataclass(frozen=True)
 class Recording(_Record):
-    """One input file."""
+    """One input file: its run-unique id, where it was read from and its content hash (which
+    keys every artefact made from it). Decoded facts (duration, format) are the load stage's."""
 
     recording_id: str
     source_path: str
     sha256: str
-    duration: float = 0.0
 
 
 @dataclass(frozen=True)
