@@ -79,8 +79,8 @@ class DiarizationConfig(_Section):
     max_speakers: int | None = Field(None, ge=1)
     exclude_overlap: bool = True
     # Which audio is diarized. "original": measured on the 12 AMI excerpts
-    # (benchmarks/denoise_der.py), diarizing denoised audio made DER worse (+1.7 points with
-    # stationary, +6.0 with rnnoise), so segment times come from the original by default.
+    # (benchmarks/denoise_der.py), diarizing denoised audio made DER worse (+4.4 points with
+    # stationary, +6.7 with rnnoise), so segment times come from the original by default.
     audio: Literal["original", "denoised"] = "original"
     segmentation_batch_size: int = Field(32, ge=1)
     embedding_batch_size: int = Field(32, ge=1)
