@@ -441,6 +441,10 @@ def diarize(
     else:
         annotation = output.speaker_diarization
         exclusive = getattr(output, "exclusive_speaker_diarization", None) or _exclusive_of(annotation)
+    if exclusive.get_overlap():
+        # min_duration_off fills each speaker's short gaps separately, so pyannote's exclusive
+        # output can overlap by a few frames where two speakers' fills meet: settle those.
+        exclusive = _exclusive_of(exclusive)
     # pyannote's last sliding window is padded: its turns can run past the end of the audio.
     extent = Segment(0.0, wave.shape[1] / SAMPLE_RATE)
     annotation = annotation.crop(extent, mode="intersection")
