@@ -24,6 +24,7 @@ from prefect.states import State
 
 from flows.recording import STAGE_FUNCTIONS, STAGES, RecordingJob, StageReport, compute_keys, stage_dependencies
 from tasks.config import Config
+from tasks.inputs import discover_inputs
 from tasks.records import Recording, assign_recording_ids
 from tasks.storage import atomic_write_json, sha256_file
 
@@ -41,34 +42,6 @@ class RunError(Exception):
 
 # ---------------------------------------------------------------------------------------------
 # inputs and models
-
-
-def discover_inputs(inputs: list[str], *, extensions: list[str]) -> tuple[list[Path], list[dict[str, str]]]:
-    """Expand files and folders (recursively, by extension) into a sorted list of files.
-
-    Missing paths become failure rows instead of stopping the run.
-    """
-    exts = {e.lower() for e in extensions}
-    files: list[Path] = []
-    failures: list[dict[str, str]] = []
-    for raw in inputs:
-        p = Path(raw)
-        if p.is_dir():
-            files.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in exts
-                                and not f.name.startswith(".")))
-        elif p.is_file():
-            files.append(p)
-        else:
-            failures.append({"input": str(p), "stage": "load", "error": "UnreadableInputError",
-                             "message": f"{p}: cannot read file (no such file or directory)"})
-    seen: set[Path] = set()
-    unique = []
-    for f in files:
-        r = f.resolve()
-        if r not in seen:
-            seen.add(r)
-            unique.append(f)
-    return unique, failures
 
 
 def resolve_models(config: Config, *, load: bool = False) -> dict[str, dict[str, Any]]:
@@ -205,6 +178,7 @@ def emoflow_run(jobs: list[RecordingJob], run: dict[str, Any]) -> dict[str, Any]
     from prefect import get_run_logger
 
     logger = get_run_logger()
+    _claim_run_dir(run, logger)
     config = Config.model_validate(run["config"])
     retries, delay = config.runner.retries, config.runner.retry_delay_s
     tasks_ = {s: t.with_options(retries=retries, retry_delay_seconds=delay) for s, t in STAGE_TASKS.items()}
@@ -250,13 +224,40 @@ def emoflow_run(jobs: list[RecordingJob], run: dict[str, Any]) -> dict[str, Any]
     return summary.to_dict()
 
 
+def _claim_run_dir(run: dict[str, Any], logger: Any) -> None:
+    """Record this flow run in the run directory's lock; mark a predecessor that died while
+    running (killed, machine lost) as ``Crashed`` on the Prefect server, where it would
+    otherwise stay ``Running`` forever."""
+    from prefect.runtime import flow_run
+
+    from tasks.rundir import update_lock_record
+
+    update_lock_record(run["out_dir"], flow_run_id=str(flow_run.id))
+    dead = run.get("crashed_flow_run")
+    if not dead:
+        return
+    try:
+        from prefect.client.orchestration import get_client
+        from prefect.states import Crashed
+
+        with get_client(sync_client=True) as client:
+            previous = client.read_flow_run(dead["flow_run_id"])
+            if previous.state is not None and not previous.state.is_final():
+                client.set_flow_run_state(
+                    previous.id, Crashed(message=f"emoflow process {dead.get('pid')} on {dead.get('host')} died "
+                                                 f"while writing {run['out_dir']}"), force=True)
+                logger.warning("marked flow run %s of the dead process %s as Crashed", previous.name, dead.get("pid"))
+    except Exception as exc:  # another server, or the run was deleted: nothing to mend
+        logger.info("previous flow run %s not marked Crashed: %s", dead["flow_run_id"], exc)
+
+
 def _publish_artifacts(summary: "RunSummary", config_sha: str) -> None:
     """A table artifact of the segments and a markdown summary (label × speaker counts)."""
     import pandas as pd
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     table = pd.read_parquet(summary.out_dir / "segments.parquet")
-    scored = table[table["label"] != ""]
+    scored = table[table["label"].notna()]
     rows = scored[["recording_id", "segment_id", "speaker", "start", "end", "label", "confidence", "drilled"]]
     create_table_artifact(key="emoflow-segments", table=rows.head(500).round(3).to_dict(orient="records"),
                           description=f"Segments (first 500 of {len(rows)}), config {config_sha[:8]}")
@@ -276,6 +277,7 @@ def _publish_artifacts(summary: "RunSummary", config_sha: str) -> None:
 def finalize(jobs: list[RecordingJob], outcomes: list[dict[str, Any]], run: dict[str, Any]) -> RunSummary:
     """Write segments.parquet/.csv, embeddings, failures.csv, manifest.json and report.html."""
     from tasks.export import write_failures, write_run_tables
+    from tasks.rundir import prune_recordings
 
     config = Config.model_validate(run["config"])
     out = Path(run["out_dir"])
@@ -295,6 +297,9 @@ def finalize(jobs: list[RecordingJob], outcomes: list[dict[str, Any]], run: dict
         }
     t0 = time.perf_counter()
     table = write_run_tables(out, ok_ids, csv_too=config.export.csv)
+    # the visible tree shows exactly this run: outputs of recordings that are not its inputs
+    # (or failed in it) go; their artefacts stay under .emoflow/ for reuse
+    prune_recordings(out, keep=ok_ids)
     write_failures(out, failures)
     summary = RunSummary(out_dir=out, recordings=len(ok_ids), failed=failures,
                          segments=int((table["status"] == "ok").sum()) if len(table) else 0,
@@ -356,19 +361,26 @@ def server_configured() -> bool:
     return bool(PREFECT_API_URL.value())
 
 
-def prepare_run(inputs: list[str], *, config: Config, out_dir: str | os.PathLike[str]) -> tuple[list[RecordingJob], dict[str, Any]]:
-    """Find inputs, resolve models (fail fast), hash inputs and compute every stage key."""
+def plan_run(inputs: list[str], *, config: Config, out_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Find the inputs and resolve the models (fail fast); writes nothing."""
+    files, failures = discover_inputs(inputs, extensions=config.audio.extensions, exclude=[Path(out_dir)])
+    if not files and not failures:
+        raise RunError(f"no audio files found in {' '.join(inputs)} (extensions: {' '.join(config.audio.extensions)})")
+    return {"files": files, "failures": failures, "models": resolve_models(config)}
+
+
+def prepare_run(inputs: list[str], *, config: Config, out_dir: str | os.PathLike[str],
+                plan: dict[str, Any] | None = None) -> tuple[list[RecordingJob], dict[str, Any]]:
+    """Plan the run (unless ``plan`` is given), write its config, hash the inputs and compute
+    every stage key."""
     from tasks.artefacts import ArtefactStore
     from tasks.config import write_config
 
     t_start = time.perf_counter()
     started = dt.datetime.now(dt.timezone.utc)
     out = Path(out_dir)
-    files, failures = discover_inputs(inputs, extensions=config.audio.extensions)
-    if not files and not failures:
-        raise RunError(f"no audio files found in {' '.join(inputs)} (extensions: {' '.join(config.audio.extensions)})")
-    models = resolve_models(config)
-    out.mkdir(parents=True, exist_ok=True)
+    plan = plan or plan_run(inputs, config=config, out_dir=out)
+    files, failures, models = plan["files"], list(plan["failures"]), plan["models"]
     ArtefactStore(out / ".emoflow" / "artefacts").sweep()
     write_config(config, out / "config.yaml")
     readable: list[tuple[Path, str]] = []
@@ -378,7 +390,7 @@ def prepare_run(inputs: list[str], *, config: Config, out_dir: str | os.PathLike
         except OSError as exc:
             failures.append({"input": str(f), "stage": "load", "error": "UnreadableInputError",
                              "message": f"{f}: cannot read file ({exc.strerror or exc})"})
-    ids = assign_recording_ids([(f.stem, sha) for f, sha in readable])
+    ids = assign_recording_ids([f.as_posix() for f, _ in readable])
     plain = config.to_plain()
     jobs = [RecordingJob(recording=Recording(recording_id=rid, source_path=str(f), sha256=sha), out_dir=str(out),
                          config=plain,
@@ -391,14 +403,32 @@ def prepare_run(inputs: list[str], *, config: Config, out_dir: str | os.PathLike
 
 
 def run_pipeline(inputs: list[str], *, config: Config, out_dir: str | os.PathLike[str]) -> RunSummary:
-    """Run emoflow over ``inputs`` into ``out_dir``: the entry point of ``emoflow run``."""
-    jobs, run = prepare_run(inputs, config=config, out_dir=out_dir)
-    if not jobs:  # every input was unreadable: nothing to orchestrate
-        return finalize([], [], run)
-    if not server_configured():
-        print("emoflow: no Prefect server configured; starting a temporary one for this run (15-25 s). "
-              "For faster runs start one once (`prefect server start`) and "
-              "`prefect config set PREFECT_API_URL=http://127.0.0.1:4200/api`.", file=sys.stderr, flush=True)
-    flow_fn = emoflow_run.with_options(flow_run_name=run["run_name"], task_runner=_task_runner(config))
-    result = flow_fn(jobs, run)
-    return RunSummary.from_dict(result)
+    """Run emoflow over ``inputs`` into ``out_dir``: the entry point of ``emoflow run``.
+
+    The run holds ``out_dir``'s lock from before it writes anything until its manifest is
+    written, so the tables, ``config.yaml`` and ``manifest.json`` always come from one run.
+
+    Raises
+    ------
+    RunError
+        No inputs, a model is unavailable, or ``out_dir`` is unusable or busy (one line).
+    """
+    from tasks.rundir import RunDirError, run_dir_lock
+
+    plan = plan_run(inputs, config=config, out_dir=out_dir)
+    try:
+        with run_dir_lock(out_dir) as lock:
+            jobs, run = prepare_run(inputs, config=config, out_dir=out_dir, plan=plan)
+            if lock.previous_crashed and lock.previous.get("flow_run_id"):
+                run["crashed_flow_run"] = lock.previous
+            if not jobs:  # every input was unreadable: nothing to orchestrate
+                return finalize([], [], run)
+            if not server_configured():
+                print("emoflow: no Prefect server configured; starting a temporary one for this run (15-25 s). "
+                      "For faster runs start one once (`prefect server start`) and "
+                      "`prefect config set PREFECT_API_URL=http://127.0.0.1:4200/api`.", file=sys.stderr, flush=True)
+            flow_fn = emoflow_run.with_options(flow_run_name=run["run_name"], task_runner=_task_runner(config))
+            result = flow_fn(jobs, run)
+            return RunSummary.from_dict(result)
+    except RunDirError as exc:
+        raise RunError(str(exc)) from None

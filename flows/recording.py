@@ -19,9 +19,15 @@ import numpy as np
 
 from tasks.artefacts import ArtefactStore, source_hash, stage_key
 from tasks.config import Config
-from tasks.records import EmotionResult, Recording, Segment, Turn
+from tasks.records import EmotionResult, Recording, Segment, Turn, segment_id
+
+SEGMENT_FIELDS = ("speaker", "start", "end", "status")
+"""What a segment artefact stores per segment (ids are derived when it is read)."""
 
 TASKS_DIR = Path(__file__).resolve().parent.parent / "tasks"
+# This module reads and writes every stage's artefact files, so its source is part of every
+# stage's code version (a change of artefact layout here must not reuse old artefacts).
+RECORDING_MODULE = Path(__file__).resolve()
 STAGES: tuple[str, ...] = ("load", "denoise", "diarize", "segment", "emotion", "screen", "export")
 # The modules whose source is each stage's code version.
 STAGE_MODULES: dict[str, tuple[str, ...]] = {
@@ -83,6 +89,12 @@ class RecordingJob:
         return path
 
     @property
+    def export_marker(self) -> str:
+        """What ``recordings/<id>/.export-key`` must say for the folder to be reused: the export
+        key and the names export writes (a renamed or moved input is exported anew)."""
+        return stage_key(self.keys["export"], self.recording_id, self.source_path)
+
+    @property
     def recording_dir(self) -> Path:
         return Path(self.out_dir) / "recordings" / self.recording_id
 
@@ -138,7 +150,7 @@ def compute_keys(*, sha256: str, config: Config, models: dict[str, dict[str, Any
     for stage, deps in stage_dependencies(config).items():
         sections = {s: config.section_hash(s) for s in STAGE_SECTIONS[stage]}
         model_shas = [models.get(m, {}).get("sha256", "") for m in model_of.get(stage, ())]
-        code = source_hash(*(TASKS_DIR / m for m in STAGE_MODULES[stage]))
+        code = source_hash(*(TASKS_DIR / m for m in STAGE_MODULES[stage]), RECORDING_MODULE)
         upstream = [keys[d] for d in deps] or [sha256]
         keys[stage] = stage_key(stage, upstream, sections, model_shas, code)
     return keys
@@ -154,8 +166,9 @@ def _run(job: RecordingJob, stage: str, compute: Callable[[Path], dict[str, Any]
     try:
         facts = compute(tmp)
         seconds = time.perf_counter() - t0
-        store.commit(stage, key, tmp, {"stage": stage, "key": key, "recording_id": job.recording_id,
-                                       "seconds": seconds, "facts": facts})
+        # content-keyed: the artefact holds no recording name (the same audio under another
+        # name reuses it; names are applied by export)
+        store.commit(stage, key, tmp, {"stage": stage, "key": key, "seconds": seconds, "facts": facts})
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -181,7 +194,7 @@ def run_load(job: RecordingJob) -> StageReport:
     def compute(tmp: Path) -> dict[str, Any]:
         audio, info = load_audio(job.source_path, config=job.cfg.audio)
         np.save(tmp / "audio.npy", audio)
-        _json(tmp / "info.json", info.to_dict())
+        _json(tmp / "info.json", {k: v for k, v in info.to_dict().items() if k != "path"})
         return {"duration": info.duration, "silent": info.silent, "warnings": info.warnings,
                 "format": {k: getattr(info, k) for k in ("container", "codec", "sample_rate", "channels",
                                                           "sample_format", "bits_per_sample", "header_duration")}}
@@ -240,11 +253,11 @@ def run_diarize(job: RecordingJob) -> StageReport:
     """Who spoke when: ``diarization.rttm`` (overlap-aware) and ``turns.json``."""
 
     def compute(tmp: Path) -> dict[str, Any]:
-        from tasks.diarize import diarize, write_rttm
+        from tasks.diarize import ANONYMOUS_URI, diarize, write_rttm
 
         audio = np.asarray(diarized_audio(job))
-        result = diarize(audio, recording_id=job.recording_id, config=job.cfg.diarization)
-        write_rttm(result.annotation, tmp / "diarization.rttm", uri=job.recording_id)
+        result = diarize(audio, recording_id=ANONYMOUS_URI, config=job.cfg.diarization)
+        write_rttm(result.annotation, tmp / "diarization.rttm", uri=ANONYMOUS_URI)
         turns = [t.to_dict() for t in result.turns()]
         overlaps = [list(o) for o in result.overlaps()]
         _json(tmp / "turns.json", {"turns": turns, "overlaps": overlaps})
@@ -272,7 +285,8 @@ def run_segment(job: RecordingJob) -> StageReport:
         audio = np.asarray(diarized_audio(job))
         segments = build_segments(turns, recording_id=job.recording_id, config=job.cfg.segmentation,
                                   overlaps=overlaps, audio=audio)
-        _json(tmp / "segments.json", [s.to_dict() for s in segments])
+        # stored without ids: read_segments names them after the recording that reads them
+        _json(tmp / "segments.json", [{k: s.to_dict()[k] for k in SEGMENT_FIELDS} for s in segments])
         counts = {st: sum(1 for s in segments if s.status == st) for st in ("ok", "too_short", "overlap")}
         facts: dict[str, Any] = {"segments": len(segments), **counts}
         if not segments:
@@ -283,7 +297,10 @@ def run_segment(job: RecordingJob) -> StageReport:
 
 
 def read_segments(job: RecordingJob) -> list[Segment]:
-    return [Segment.from_dict(s) for s in _read_json(job.artefact("segment") / "segments.json")]
+    """The recording's segments, with ids of the recording as it is named in this run."""
+    rid = job.recording_id
+    return [Segment(segment_id=segment_id(rid, i), recording_id=rid, **s)
+            for i, s in enumerate(_read_json(job.artefact("segment") / "segments.json"))]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -297,7 +314,8 @@ def run_emotion(job: RecordingJob) -> StageReport:
         from tasks.emotion import get_emotion_model
 
         cfg = job.cfg
-        segments = [s for s in read_segments(job) if s.status == "ok"]
+        indexed = [(i, s) for i, s in enumerate(read_segments(job)) if s.status == "ok"]
+        segments = [s for _, s in indexed]
         audio = load_denoised(job) if cfg.emotion.audio == "denoised" else load_original(job)
         sr = cfg.audio.sample_rate
         clips = [np.asarray(audio[int(round(s.start * sr)) : int(round(s.end * sr))], dtype=np.float32)
@@ -317,7 +335,7 @@ def run_emotion(job: RecordingJob) -> StageReport:
         np.save(tmp / "embeddings.npy", emb)
         np.save(tmp / "frame_logits.npy", logits)
         np.save(tmp / "frame_offsets.npy", np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
-        _json(tmp / "segment_ids.json", [s.segment_id for s in segments])
+        _json(tmp / "segment_index.json", [i for i, _ in indexed])  # positions in segments.json
         return {"segments": n, "seconds_of_audio": round(sum(c.size for c in clips) / sr, 3),
                 "model_sha256": model.sha256}
 
@@ -340,18 +358,19 @@ def run_screen(job: RecordingJob) -> StageReport:
         scores = np.load(art / "scores.npy")
         logits = np.load(art / "frame_logits.npy")
         offsets = np.load(art / "frame_offsets.npy")
-        ids = _read_json(art / "segment_ids.json")
-        by_id = {s.segment_id: s for s in read_segments(job)}
+        index = _read_json(art / "segment_index.json")
+        segments = read_segments(job)
         rows, frames = [], {}
-        for i, sid in enumerate(ids):
-            seg = by_id[sid]
-            result = EmotionResult(sid, tuple(float(v) for v in scores[i]))
+        for i, pos in enumerate(index):
+            seg = segments[pos]
+            result = EmotionResult(seg.segment_id, tuple(float(v) for v in scores[i]))
             drilled = cfg.drilldown.enabled and is_drilled(result.confidence, threshold=cfg.screen.threshold)
-            row: dict[str, Any] = {**result.to_dict(), "drilled": bool(drilled)}
+            row: dict[str, Any] = {**result.to_dict(), "index": pos, "drilled": bool(drilled)}
+            del row["segment_id"]  # rows are keyed by position: the artefact holds no names
             if drilled:
                 curve = frame_scores_from_logits(logits[offsets[i] : offsets[i + 1]],
                                                  smooth_s=cfg.drilldown.smooth_s, hop_s=cfg.drilldown.frame_hop_s)
-                frames[sid] = curve.astype(np.float32)
+                frames[str(pos)] = curve.astype(np.float32)
                 row["drilldown"] = summarise_curve(curve, hop_s=cfg.drilldown.frame_hop_s, offset_s=seg.start,
                                                    min_run_s=cfg.drilldown.min_run_s)
             rows.append(row)
@@ -373,7 +392,7 @@ def run_export(job: RecordingJob) -> StageReport:
 
     t0 = time.perf_counter()
     marker = job.recording_dir / ".export-key"
-    if marker.is_file() and marker.read_text().strip() == job.keys["export"]:
+    if marker.is_file() and marker.read_text().strip() == job.export_marker:
         return StageReport(job.recording_id, "export", "reused", time.perf_counter() - t0, {})
     facts = export_recording(job)
     return StageReport(job.recording_id, "export", "computed", time.perf_counter() - t0, facts)

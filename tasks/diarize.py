@@ -455,6 +455,17 @@ def diarize(
 
 
 # --------------------------------------------------------------------------- RTTM
+ANONYMOUS_URI = "recording"
+"""The RTTM file id inside content-keyed diarization artefacts (they hold no recording name);
+:func:`rename_rttm` gives an exported RTTM the recording's id."""
+
+
+def rename_rttm(text: str, *, uri: str) -> str:
+    """RTTM ``text`` of one recording with its file id set to ``uri``."""
+    annotations = list(parse_rttm(text).values())
+    return to_rttm(annotations[0] if annotations else Annotation(), uri=uri)
+
+
 def to_rttm(annotation: Annotation, *, uri: str) -> str:
     """RTTM text of ``annotation`` with ``uri`` as file id (one SPEAKER line per track)."""
     if any(c.isspace() for c in uri):
@@ -475,13 +486,18 @@ def write_rttm(annotation: Annotation, path: str | os.PathLike[str], *, uri: str
 
 def read_rttm(path: str | os.PathLike[str]) -> dict[str, Annotation]:
     """Parse an RTTM file into one Annotation per uri (SPEAKER lines only)."""
+    return parse_rttm(Path(path).read_text(encoding="utf-8"), source=str(path))
+
+
+def parse_rttm(text: str, *, source: str = "<rttm>") -> dict[str, Annotation]:
+    """Parse RTTM text into one Annotation per uri (SPEAKER lines only); ids stay strings."""
     out: dict[str, Annotation] = {}
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), 1):
         parts = line.split()
         if not parts or parts[0].startswith("#") or parts[0] != "SPEAKER":
             continue
         if len(parts) < 8:
-            raise ValueError(f"{path}:{n}: malformed RTTM line")
+            raise ValueError(f"{source}:{n}: malformed RTTM line")
         uri, start, dur, label = parts[1], float(parts[3]), float(parts[4]), parts[7]
         ann = out.setdefault(uri, Annotation(uri=uri))
         seg = Segment(start, start + dur)

@@ -27,14 +27,14 @@ class EvaluationError(ValueError):
 
 
 def _load_rttm(path: Path) -> dict:
-    from pyannote.database.util import load_rttm
+    from tasks.diarize import read_rttm
 
     if not path.is_file():
         raise EvaluationError(f"{path}: RTTM file not found")
     try:
-        return load_rttm(str(path))
-    except Exception as exc:  # noqa: BLE001 - pandas/pyannote parse errors
-        raise EvaluationError(f"{path}: not a valid RTTM file ({type(exc).__name__}: {exc})") from None
+        return read_rttm(path)  # file ids and labels stay strings ("0001" is not 1)
+    except (ValueError, OSError, UnicodeDecodeError) as exc:
+        raise EvaluationError(f"{path}: not a valid RTTM file ({str(exc).splitlines()[0]})") from None
 
 
 def read_hypotheses(run_dir: str | Path) -> dict:

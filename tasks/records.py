@@ -7,8 +7,11 @@ without pickling.
 
 from __future__ import annotations
 
+import hashlib
 import re
+import unicodedata
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import PurePosixPath
 from typing import Any, Literal
 
 EMOTIONS: tuple[str, ...] = (
@@ -93,28 +96,74 @@ class EmotionResult(_Record):
         return cls(segment_id=data["segment_id"], scores=tuple(float(s) for s in data["scores"]))
 
 
-_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+_ID_UNSAFE = re.compile(r"[^\w.-]+")  # \w is Unicode-aware: letters of any script stay
+_ID_MAX = 80
 
 
 def make_recording_id(stem: str) -> str:
-    """A filesystem- and RTTM-safe recording id from a file stem (no spaces)."""
-    rid = _ID_UNSAFE.sub("-", stem).strip("-.") or "recording"
-    return rid[:80]
+    """A folder-, URL- and RTTM-safe id from a file stem or path: Unicode letters, digits,
+    ``_``, ``.`` and ``-`` are kept (NFC-normalised), anything else becomes ``-``; no leading
+    or trailing ``-``/``.`` (so never an option-like or hidden name); never empty."""
+    text = unicodedata.normalize("NFC", stem)
+    rid = _ID_UNSAFE.sub("-", text).strip("-.")[:_ID_MAX].strip("-.")
+    return rid or "recording"
 
 
-def assign_recording_ids(items: list[tuple[str, str]]) -> list[str]:
-    """Unique recording ids for ``(path_stem, sha256)`` pairs, stable for the same inputs.
+def _id_at_level(rel_path: str, level: int) -> str:
+    """The id from the last ``level`` components of ``rel_path`` (extension dropped), or,
+    past the number of components, the whole relative path with its extension."""
+    parts = PurePosixPath(rel_path).parts
+    if level <= len(parts):
+        tail = [*parts[-level:-1], PurePosixPath(parts[-1]).stem] if parts else [rel_path]
+        return make_recording_id("-".join(tail))
+    return make_recording_id(rel_path.replace("/", "-"))
 
-    A stem shared by different contents gets ``-<first 8 hex of sha256>`` appended.
+
+def assign_recording_ids(rel_paths: list[str]) -> list[str]:
+    """Unique, deterministic recording ids for the inputs of one run.
+
+    Each input starts with its file stem (``calls/c/y.flac`` → ``y``); inputs whose ids
+    collide (compared case-insensitively, for case-insensitive file systems) take one more
+    parent folder at a time (``c-y``, ``d-y``), then the whole relative path with its
+    extension, and as a last resort a hash of the relative path. The same set of relative
+    paths always gives the same ids; ids are strings, never numbers (``0001`` stays ``0001``).
+
+    Parameters
+    ----------
+    rel_paths : list of str
+        Each input's path relative to the folder it was found in (POSIX separators), or its
+        file name when it was given as a file.
     """
-    base = [make_recording_id(stem) for stem, _ in items]
-    counts: dict[str, set[str]] = {}
-    for b, (_, sha) in zip(base, items):
-        counts.setdefault(b, set()).add(sha)
-    out = []
-    for b, (_, sha) in zip(base, items):
-        out.append(b if len(counts[b]) == 1 else f"{b}-{sha[:8]}")
-    return out
+    levels = [1] * len(rel_paths)
+    max_level = [len(PurePosixPath(r).parts) + 1 for r in rel_paths]
+    ids = [_id_at_level(r, 1) for r in rel_paths]
+    while True:
+        groups: dict[str, list[int]] = {}
+        for i, rid in enumerate(ids):
+            groups.setdefault(rid.casefold(), []).append(i)
+        clashing = [i for members in groups.values() if len(members) > 1 for i in members]
+        if not clashing:
+            return ids
+        progressed = False
+        for i in clashing:
+            if levels[i] < max_level[i]:
+                levels[i] += 1
+                ids[i] = _id_at_level(rel_paths[i], levels[i])
+                progressed = True
+        if not progressed:
+            for i in clashing:
+                digest = hashlib.sha256(rel_paths[i].encode("utf-8", "surrogateescape")).hexdigest()[:8]
+                ids[i] = f"{_id_at_level(rel_paths[i], max_level[i])[: _ID_MAX - 9]}-{digest}"
+            if len({rid.casefold() for rid in ids}) == len(ids):
+                return ids
+            # identical relative paths (the same name given from two roots): number them
+            seen: dict[str, int] = {}
+            for i, rid in enumerate(ids):
+                n = seen.get(rid.casefold(), 0)
+                seen[rid.casefold()] = n + 1
+                if n:
+                    ids[i] = f"{rid}-{n + 1}"
+            return ids
 
 
 def segment_id(recording_id: str, index: int) -> str:

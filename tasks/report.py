@@ -104,10 +104,12 @@ def _read_json(path: Path) -> dict[str, Any]:
 def read_segments(run_dir: str | Path) -> pd.DataFrame:
     """``segments.parquet`` (or ``segments.csv``) with ``status`` filled and empty labels as NaN."""
     run = Path(run_dir)
+    from tasks.export import coerce_table, read_table_csv
+
     if (run / "segments.parquet").is_file():
-        seg = pd.read_parquet(run / "segments.parquet")
+        seg = coerce_table(pd.read_parquet(run / "segments.parquet"))
     elif (run / "segments.csv").is_file():
-        seg = pd.read_csv(run / "segments.csv")
+        seg = read_table_csv(run / "segments.csv")
     else:
         seg = pd.DataFrame(columns=["recording_id", "segment_id", "speaker", "start", "end", "label", "confidence"])
     seg = seg.copy()
