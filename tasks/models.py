@@ -186,9 +186,11 @@ def guess_hub(ref: str, preferred: str = "auto") -> Literal["modelscope", "huggi
     return "modelscope" if ref.startswith("iic/") else "huggingface"
 
 
-def _looks_like_hub_id(ref: str) -> bool:
+def looks_like_hub_id(ref: str) -> bool:
+    """Whether ``ref`` has the form of a hub id (``ORG/NAME``) and is not a local path."""
     parts = ref.split("/")
-    return len(parts) == 2 and all(parts) and not ref.startswith((".", "~")) and not Path(ref).exists()
+    return (len(parts) == 2 and all(parts) and not any(p in (".", "..") for p in parts)
+            and not ref.startswith((".", "~", "-")) and not Path(ref).exists())
 
 
 def _fix_hint(ref: str, kind: str, hub: str) -> str:
@@ -242,7 +244,7 @@ def locate(ref: str, *, kind: Kind = "emotion", hub: str = "auto", allow_downloa
     bundled = bundled_path(ref)
     if bundled is not None:
         return bundled, "bundled"
-    if not _looks_like_hub_id(ref):
+    if not looks_like_hub_id(ref):
         raise ModelUnavailableError(f"{kind} model {ref!r}: no such file or directory")
     if not allow_download:
         raise ModelUnavailableError(f"{kind} model {ref!r} is not downloaded: " + _fix_hint(ref, kind, guess_hub(ref, hub)))
