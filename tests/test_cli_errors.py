@@ -129,9 +129,9 @@ def test_file_named_like_an_option_is_an_input(tmp_path: Path, tiny_model_dir: P
 
 def test_main_entry_point_hides_unexpected_errors(tmp_path: Path) -> None:
     """The console script prints one line for an unexpected error and keeps the details in a log."""
-    code = ("import sys; import flows.cli as c\n"
+    code = ("import sys; import flows.cli as c, flows.pipeline as p\n"
             "def boom(*a, **k):\n    raise ZeroDivisionError('kaboom')\n"
-            "c.app.registered_commands[0].callback = boom\n"
+            "p.run_pipeline = boom\n"
             "sys.argv = ['emoflow', 'run', 'x.wav']\nc.main()\n")
     env = {**os.environ, "EMOFLOW_LOG_DIR": str(tmp_path)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env)
