@@ -194,7 +194,8 @@ def hub_endpoints(hub: str) -> list[str]:
 
         return [(os.environ.get("HF_ENDPOINT", "").strip() or constants.ENDPOINT).rstrip("/")]
     from modelscope_hub.config import ENV_ENDPOINT, HubConfig
-    from modelscope_hub.constants import DEFAULT_ENDPOINT, DEFAULT_INTL_ENDPOINT, ENV_MODELSCOPE_DOMAIN, ENV_PREFER_AI_SITE
+    from modelscope_hub.constants import (DEFAULT_ENDPOINT, DEFAULT_INTL_ENDPOINT, ENV_MODELSCOPE_DOMAIN,
+                                          ENV_PREFER_AI_SITE)
 
     configured = os.environ.get(ENV_ENDPOINT, "").strip() or os.environ.get(ENV_MODELSCOPE_DOMAIN, "").strip()
     if configured:
@@ -259,6 +260,7 @@ def hub_reachable(hub: str, *, timeout: float = HUB_TIMEOUT_S) -> bool:
     """Whether the hub's endpoint answers over HTTP within ``timeout`` seconds (see
     :func:`hub_unreachable_reason`)."""
     return hub_unreachable_reason(hub, timeout=timeout) is None
+
 
 def guess_hub(ref: str, preferred: str = "auto") -> Literal["modelscope", "huggingface"]:
     if preferred in ("modelscope", "huggingface"):
@@ -338,7 +340,8 @@ def _download_huggingface(ref: str, *, endpoint: str, into: Path) -> dict[str, A
         elif f.lfs is None and _git_blob_sha1(path) != f.blob_id:
             problems.append(f"{f.path} git blob id differs")
     if problems:
-        raise _CorruptDownload(", ".join(problems[:3]) + (f" and {len(problems) - 3} more" if len(problems) > 3 else ""))
+        more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
+        raise _CorruptDownload(", ".join(problems[:3]) + more)
     return {"revision": commit, "files": len(listed)}
 
 
@@ -410,6 +413,7 @@ def download(ref: str, *, hub: str = "auto", kind: str = "emotion") -> Path:
         raise ModelUnavailableError(f"{kind} model {ref!r}: cannot move the download {partial} to {target} "
                                     f"({_one_line(exc)})") from None
     return target
+
 
 def locate(ref: str, *, kind: Kind = "emotion", hub: str = "auto", allow_download: bool = True) -> tuple[Path, str]:
     """Find ``ref`` on disk (downloading it if allowed); return the path and how it was found."""
