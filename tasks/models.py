@@ -284,7 +284,7 @@ def _fix_hint(ref: str, kind: str, hub: str) -> str:
     else:
         get = f"`huggingface-cli download {ref} --local-dir DIR`"
     return (f"on a machine with network run {get} (or `emoflow models pull {ref}`), copy DIR here, "
-            f"then pass --set {key}=DIR (or put it in {cache_dir_for(ref)})")
+            f"then pass --set {key}=DIR (or put it in {cache_dir_for(ref)} with an empty .emoflow-complete file)")
 
 
 PARTIAL_SUFFIX = ".partial"
@@ -342,6 +342,11 @@ def _download_huggingface(ref: str, *, endpoint: str, into: Path) -> dict[str, A
     if problems:
         more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
         raise _CorruptDownload(", ".join(problems[:3]) + more)
+    keep = {f.path for f in listed}
+    for path in sorted(into.rglob("*")):  # files of an older commit left by a former attempt
+        rel = path.relative_to(into).as_posix()
+        if path.is_file() and rel not in keep and not rel.startswith(".cache/huggingface/"):
+            path.unlink()
     return {"revision": commit, "files": len(listed)}
 
 

@@ -140,6 +140,12 @@ def test_run_uses_the_cached_model_with_the_hub_gone(pulled: Pulled, prefect_har
 
 
 def test_mirror_under_a_path_prefix(tiny_model_dir: Path, tmp_path: Path) -> None:
+    # Leftovers: an untrusted copy where the cache folder goes, and a file of an older commit
+    # in the folder a former attempt downloaded into. Neither may end up in the trusted copy.
+    (tmp_path / "models" / CACHE_NAME).mkdir(parents=True)
+    (tmp_path / "models" / CACHE_NAME / "model.pt").write_bytes(b"half a model")
+    (tmp_path / "models" / f"{CACHE_NAME}.partial").mkdir()
+    (tmp_path / "models" / f"{CACHE_NAME}.partial" / "old_model.pt").write_bytes(b"older commit")
     with FakeHub(tiny_model_dir, prefix="/mirror") as hub:
         r = _pull(_pull_env(tmp_path, hub.url))
     assert r.returncode == 0, r.stderr
@@ -147,6 +153,7 @@ def test_mirror_under_a_path_prefix(tiny_model_dir: Path, tmp_path: Path) -> Non
     _same_files(tmp_path / "models" / CACHE_NAME, tiny_model_dir)
     assert hub.requests[0] == ("HEAD", "/mirror")  # the probe asked the mirror, not huggingface.co
     assert all(path.startswith("/mirror/") or path == "/mirror" for _, path in hub.requests)
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == [CACHE_NAME]
 
 
 def test_hub_dying_mid_file_leaves_nothing_trusted_and_pull_resumes(
@@ -294,4 +301,5 @@ def test_unreachable_hub_names_the_endpoint_and_the_fix(online: pytest.MonkeyPat
     msg = str(err.value)
     assert "\n" not in msg and f"{url} cannot be reached" in msg
     assert "HF_ENDPOINT" in msg and "HTTPS_PROXY" in msg and "--set emotion.model=DIR" in msg
+    assert f"{tmp_path / 'models' / CACHE_NAME} with an empty .emoflow-complete file" in msg
     assert not (tmp_path / "models").exists()
