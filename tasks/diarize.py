@@ -39,7 +39,7 @@ import torch
 from pyannote.core import Annotation, Segment
 
 from tasks.config import DiarizationConfig
-from tasks.models import ModelUnavailableError, hub_reachable, resolve
+from tasks.models import ModelUnavailableError, hub_unreachable_reason, resolve
 from tasks.models import resolve_device as _resolve_device
 from tasks.records import Turn
 from tasks.storage import atomic_write_text
@@ -320,11 +320,11 @@ def _build_pretrained(config: DiarizationConfig):
             raise DiarizationPipelineError(
                 f"diarization pipeline {ref!r}: no such directory and not a hub id; {_hub_hint(ref)}"
             )
-        if not hub_reachable("huggingface"):
+        unreachable = hub_unreachable_reason("huggingface")
+        if unreachable:
             why = "HF_TOKEN is not set and " if token is None else ""
             raise DiarizationPipelineError(
-                f"diarization pipeline {ref!r} cannot be downloaded: {why}huggingface.co cannot be reached; "
-                f"{_hub_hint(ref)}"
+                f"diarization pipeline {ref!r} cannot be downloaded: {why}{unreachable}; {_hub_hint(ref)}"
             )
     try:
         pipeline = Pipeline.from_pretrained(str(local) if local.exists() else ref, token=token)

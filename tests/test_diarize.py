@@ -190,7 +190,7 @@ def test_hub_pipeline_error_when_hub_refuses(monkeypatch):
     from pyannote.audio import Pipeline
 
     monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.setattr(D, "hub_reachable", lambda hub: True)
+    monkeypatch.setattr(D, "hub_unreachable_reason", lambda hub: None)
 
     def refuse(*args, **kwargs):
         raise RuntimeError("401 Client Error: Unauthorized\nmore details")
