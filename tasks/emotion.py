@@ -372,7 +372,8 @@ def check_emotion_model(path: str | Path) -> None:
     """Vet an emotion2vec model without loading it: ``config.yaml`` and ``tokens.txt`` usable,
     the checkpoint safe to read and fitting the model (keys and shapes).
 
-    Cheap: the model is built on the ``meta`` device and the checkpoint is memory-mapped.
+    Cheap: the files are read first (a bad file fails before funasr is imported), then the
+    model is built on the ``meta`` device against the memory-mapped checkpoint.
 
     Raises
     ------
@@ -382,9 +383,12 @@ def check_emotion_model(path: str | Path) -> None:
     """
     p = Path(path)
     model_dir = p if p.is_dir() else p.parent
-    model, cfg, _ = build_meta_model(model_dir)
+    read_model_config(model_dir)
+    read_tokens(model_dir)
     ckpt = find_checkpoint(p, preferred="model.pt")
-    fit_state(model, load_state(ckpt), ckpt, cfg.get("scope_map"))
+    state = load_state(ckpt)
+    model, cfg, _ = build_meta_model(model_dir)
+    fit_state(model, state, ckpt, cfg.get("scope_map"))
 
 
 def resolve_device(device: str) -> str:
