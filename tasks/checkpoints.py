@@ -67,8 +67,8 @@ def _refusal(path: Path, exc: pickle.UnpicklingError, hint: str) -> CheckpointLo
     found = re.search(r"GLOBAL ([\w.]+)", text)
     if found:
         return UnsafeCheckpointError(
-            f"{path}: refused: the checkpoint needs arbitrary unpickling (it imports {found.group(1)}, "
-            f"so it could run code); {hint}"
+            f"{path}: refused: the checkpoint needs arbitrary unpickling (it calls for {found.group(1)}; "
+            f"loading it could run code, nothing was run); {hint}"
         )
     op = re.search(r"Unsupported operand (\d+)", text)
     what = f"pickle opcode {op.group(1)} is not allowed" if op else _first_line(exc)

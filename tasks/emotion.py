@@ -15,7 +15,8 @@ Speed (``fast_path``, default on): attention through ``scaled_dot_product_attent
 time-major conv feature extractor (same weights and maths, fewer copies); on CPU one clip per
 forward is the default because padded batches measured slower there (``cpu_batching`` opts
 in). Weights are memory-mapped from the checkpoint (do not overwrite ``model.pt`` in place
-while a process uses it). ``benchmarks/emotion_speed.py`` measures it against funasr.
+while a process uses it), read with safetensors (``model.safetensors``, preferred) or torch's
+weights-only unpickler, so a model file cannot run code (:mod:`tasks.checkpoints`). ``benchmarks/emotion_speed.py`` measures it against funasr.
 
 Frame post-processing (:func:`smooth_logits`, :func:`resample_logits`) works on **logits**,
 before the softmax: averaging logits is the same operation the model itself uses to pool
