@@ -44,8 +44,29 @@ class RunError(Exception):
 # inputs and models
 
 
+def check_models(models: dict[str, dict[str, Any]]) -> None:
+    """Vet resolved model files before any recording is processed: each checkpoint safe to read
+    (no code runs from it) and fitting its model, emotion2vec's config.yaml and tokens.txt usable.
+
+    Raises
+    ------
+    ModelUnavailableError
+        One line: the file at fault and why.
+    """
+    from tasks.checkpoints import read_pyannote_checkpoint
+    from tasks.emotion import check_emotion_model
+    from tasks.speaker_embedding import check_campplus
+
+    check_emotion_model(models["emotion"]["path"])
+    if "segmentation" in models:
+        read_pyannote_checkpoint(models["segmentation"]["path"])
+    if "embedding" in models:
+        check_campplus(models["embedding"]["path"])
+
+
 def resolve_models(config: Config, *, load: bool = False) -> dict[str, dict[str, Any]]:
-    """Resolve (and optionally load) every model the config needs; fail fast with a fix."""
+    """Resolve every model the config needs and vet its files (:func:`check_models`), then
+    optionally load them; fail fast with a one-line :class:`RunError`."""
     from tasks.models import ModelUnavailableError, resolve
     from tasks.testmodels import is_test_model
 
@@ -62,6 +83,7 @@ def resolve_models(config: Config, *, load: bool = False) -> dict[str, dict[str,
         else:
             out["diarization_pipeline"] = {"id": config.diarization.pipeline, "path": "", "sha256": "",
                                            "source": "pyannote"}
+        check_models(out)
     except ModelUnavailableError as exc:
         raise RunError(str(exc)) from None
     if load:
@@ -72,6 +94,8 @@ def resolve_models(config: Config, *, load: bool = False) -> dict[str, dict[str,
             from tasks.diarize import load_diarization_pipeline
 
             load_diarization_pipeline(config.diarization)
+        except ModelUnavailableError as exc:  # one line naming the file already
+            raise RunError(str(exc)) from None
         except Exception as exc:  # loading errors are reported, not raised as tracebacks
             raise RunError(f"model failed to load: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from None
     return out

@@ -119,18 +119,16 @@ def _cached(key: tuple, build):
 
 
 def load_segmentation_model(ref: str = "pyannote/segmentation-3.0", device: str = "auto"):
-    """pyannote segmentation-3.0 from local files (cached per process and device)."""
-    from pyannote.audio import Model
+    """pyannote segmentation-3.0 from local files (cached per process and device), its
+    checkpoint checked first so that loading it runs no code from the file
+    (:func:`tasks.checkpoints.load_pyannote_model`)."""
+    from tasks.checkpoints import load_pyannote_model
 
     dev = resolve_device(device)
     path = resolve(ref, kind="segmentation").path
 
     def build():
-        model = Model.from_pretrained(path)
-        if model is None:
-            raise ModelUnavailableError(f"segmentation model {ref!r}: {path} could not be loaded by pyannote.audio")
-        model.eval()
-        return model.to(dev)
+        return load_pyannote_model(path).to(dev)
 
     return _cached(("segmentation", path, str(dev)), build)
 

@@ -15,7 +15,8 @@ Speed (``fast_path``, default on): attention through ``scaled_dot_product_attent
 time-major conv feature extractor (same weights and maths, fewer copies); on CPU one clip per
 forward is the default because padded batches measured slower there (``cpu_batching`` opts
 in). Weights are memory-mapped from the checkpoint (do not overwrite ``model.pt`` in place
-while a process uses it). ``benchmarks/emotion_speed.py`` measures it against funasr.
+while a process uses it), read with safetensors (``model.safetensors``, preferred) or torch's
+weights-only unpickler, so a model file cannot run code (:mod:`tasks.checkpoints`). ``benchmarks/emotion_speed.py`` measures it against funasr.
 
 Frame post-processing (:func:`smooth_logits`, :func:`resample_logits`) works on **logits**,
 before the softmax: averaging logits is the same operation the model itself uses to pool
@@ -31,8 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
+from tasks.checkpoints import load_state
 from tasks.config import EmotionConfig
-from tasks.models import ResolvedModel, find_checkpoint
+from tasks.models import ModelUnavailableError, ResolvedModel, find_checkpoint
 from tasks.models import resolve_device as _resolve_device
 from tasks.records import EMOTIONS
 
@@ -52,8 +54,12 @@ class SegmentTooLongError(ValueError):
     """A clip is longer than the engine's ``max_s`` (segments must be split first)."""
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(ModelUnavailableError):
     """The checkpoint does not fit the model (missing or mismatched keys)."""
+
+
+class ModelFilesError(ModelUnavailableError):
+    """A model directory's ``config.yaml`` or ``tokens.txt`` is missing or unusable."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -219,31 +225,100 @@ def label_columns(tokens: list[str]) -> list[int | None]:
 
 
 def read_tokens(model_dir: Path) -> list[str]:
+    """The label tokens of a model directory (``tokens.txt``), checked by :func:`label_columns`.
+
+    Raises
+    ------
+    ModelFilesError
+        One line naming ``tokens.txt``: missing, unreadable or holding an unknown label.
+    """
     p = model_dir / "tokens.txt"
-    if not p.is_file():
-        raise FileNotFoundError(f"{model_dir}: no tokens.txt (label list)")
-    return [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    try:
+        tokens = [ln.strip() for ln in p.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        label_columns(tokens)
+    except FileNotFoundError:
+        raise ModelFilesError(f"{p}: missing (the model's label list)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelFilesError(f"{p}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
+    except ValueError as exc:  # label_columns: "tokens.txt: label ..."
+        raise ModelFilesError(f"{p}: {str(exc).removeprefix('tokens.txt: ')}") from None
+    return tokens
 
 
-def load_state_strict(model, ckpt_path: Path, scope_map: list[str] | None = None) -> None:
-    """Load a funasr checkpoint into ``model``, failing on missing or mismatched keys.
+def read_model_config(model_dir: Path) -> dict:
+    """``config.yaml`` of an emotion2vec directory (a mapping with ``model_conf``).
 
-    A model built on the ``meta`` device gets the checkpoint tensors assigned (no random
-    initialisation, no second copy of the weights).
+    Raises
+    ------
+    ModelFilesError
+        One line naming ``config.yaml``: missing, unreadable, not YAML or not emotion2vec's.
+    """
+    import yaml
+
+    p = model_dir / "config.yaml"
+    try:
+        cfg = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelFilesError(f"{p}: missing (the model's configuration)") from None
+    except OSError as exc:
+        raise ModelFilesError(f"{p}: cannot read ({exc.strerror or exc})") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        reason = " ".join(str(exc).split())[:200]
+        raise ModelFilesError(f"{p}: not valid YAML ({reason})") from None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("model_conf"), dict):
+        raise ModelFilesError(f"{p}: no model_conf mapping (not an emotion2vec config)")
+    name = cfg.get("model", "Emotion2vec")
+    if name != "Emotion2vec":
+        raise ModelFilesError(f"{p}: model class {name!r} is not emotion2vec")
+    return cfg
+
+
+def build_meta_model(model_dir: Path) -> tuple[object, dict, list[str]]:
+    """funasr's emotion2vec for ``model_dir`` on the ``meta`` device (no weights, no memory).
+
+    Returns
+    -------
+    model, config, tokens
+        The model (pre-training decoder removed: unused at inference, so checkpoints saved
+        without it load), ``config.yaml`` as a dict and the label tokens.
+
+    Raises
+    ------
+    ModelFilesError
+        ``config.yaml`` or ``tokens.txt`` is missing or unusable (one line naming the file).
+    """
+    import torch
+    from funasr.register import tables
+
+    import funasr.models.emotion2vec.model  # noqa: F401  (registers Emotion2vec)
+
+    cfg = read_model_config(model_dir)
+    tokens = read_tokens(model_dir)
+    cls = tables.model_classes["Emotion2vec"]
+    try:
+        with torch.device("meta"):  # no random init: every weight comes from the checkpoint
+            model = cls(model_conf=cfg["model_conf"], vocab_size=len(tokens))
+    except Exception as exc:  # a garbled model_conf fails inside funasr in many ways
+        raise ModelFilesError(f"{model_dir / 'config.yaml'}: model_conf does not build emotion2vec "
+                              f"({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''})") from None
+    if model.proj is None:
+        raise ModelFilesError(f"{model_dir / 'config.yaml'}: the model has no classifier head")
+    model.modality_encoders["AUDIO"].decoder = None
+    return model, cfg, tokens
+
+
+def fit_state(model, state: dict, ckpt_path: Path, scope_map: list[str] | None = None) -> dict:
+    """Map checkpoint tensors onto ``model``'s keys, failing on missing keys or shape mismatches.
 
     Key mapping follows funasr's ``load_pretrained_model`` (``scope_map`` pairs plus
     ``module.``), but where funasr prints a warning for a missing key or skips a shape
     mismatch, this raises :class:`CheckpointError`. Unused checkpoint keys are allowed.
-    """
-    import torch
 
-    try:  # memory-mapped: the weights are not held twice while loading
-        state = torch.load(str(ckpt_path), map_location="cpu", weights_only=False, mmap=True)
-    except RuntimeError:  # legacy (non-zip) checkpoints cannot be mapped
-        state = torch.load(str(ckpt_path), map_location="cpu", weights_only=False)
-    for key in ("state_dict", "model_state_dict", "model"):
-        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
-            state = state[key]
+    Returns
+    -------
+    dict
+        ``model.state_dict()`` keys → checkpoint tensors (in the model's dtypes).
+    """
     pairs = list(scope_map or []) + ["module.", "None"]
     dst = model.state_dict()
     out, missing, mismatched = {}, [], []
@@ -271,9 +346,50 @@ def load_state_strict(model, ckpt_path: Path, scope_map: list[str] | None = None
         if mismatched:
             parts.append(f"{len(mismatched)} shape mismatches (e.g. {'; '.join(mismatched[:3])})")
         raise CheckpointError(f"{ckpt_path}: checkpoint does not fit the model: " + "; ".join(parts))
+    return out
+
+
+def load_state_strict(model, ckpt_path: Path, scope_map: list[str] | None = None) -> None:
+    """Load a funasr checkpoint into ``model``, failing on missing or mismatched keys.
+
+    The file is read without running code from it (:func:`tasks.checkpoints.load_state`:
+    safetensors or ``torch.load(weights_only=True)``, memory-mapped). A model built on the
+    ``meta`` device gets the checkpoint tensors assigned (no random initialisation, no second
+    copy of the weights). Keys are matched by :func:`fit_state`.
+
+    Raises
+    ------
+    UnsafeCheckpointError, CheckpointLoadError
+        The file needs arbitrary unpickling, or is corrupt / not a checkpoint.
+    CheckpointError
+        The checkpoint does not fit the model.
+    """
+    out = fit_state(model, load_state(ckpt_path), ckpt_path, scope_map)
     meta = any(p.is_meta for p in model.parameters())
     model.load_state_dict(out, strict=True, assign=meta)
 
+
+def check_emotion_model(path: str | Path) -> None:
+    """Vet an emotion2vec model without loading it: ``config.yaml`` and ``tokens.txt`` usable,
+    the checkpoint safe to read and fitting the model (keys and shapes).
+
+    Cheap: the files are read first (a bad file fails before funasr is imported), then the
+    model is built on the ``meta`` device against the memory-mapped checkpoint.
+
+    Raises
+    ------
+    ModelUnavailableError
+        One line naming the file at fault (:class:`ModelFilesError`, :class:`CheckpointError`,
+        :class:`~tasks.checkpoints.UnsafeCheckpointError`, :class:`~tasks.checkpoints.CheckpointLoadError`).
+    """
+    p = Path(path)
+    model_dir = p if p.is_dir() else p.parent
+    read_model_config(model_dir)
+    read_tokens(model_dir)
+    ckpt = find_checkpoint(p, preferred="model.pt")
+    state = load_state(ckpt)
+    model, cfg, _ = build_meta_model(model_dir)
+    fit_state(model, state, ckpt, cfg.get("scope_map"))
 
 
 def resolve_device(device: str) -> str:
@@ -430,12 +546,14 @@ def load_emotion_model(config: EmotionConfig, *, resolved: ResolvedModel | None 
         Already resolved model (skips :func:`tasks.models.resolve`).
     max_s : float
         Longest clip accepted (pass ``segmentation.max_s``); bounds memory and the ALiBi cache.
+
+    Raises
+    ------
+    ModelUnavailableError
+        One line naming the file at fault: see :func:`check_emotion_model`.
     """
     import torch
-    import yaml
-    from funasr.register import tables
 
-    import funasr.models.emotion2vec.model  # noqa: F401  (registers Emotion2vec)
     from tasks.models import resolve
     from tasks.testmodels import is_test_model
     from tasks.emotion_fast import use_sdpa_attention
@@ -447,20 +565,7 @@ def load_emotion_model(config: EmotionConfig, *, resolved: ResolvedModel | None 
     device = resolve_device(config.device)
     if config.threads > 0:
         torch.set_num_threads(config.threads)
-    cfg = yaml.safe_load((model_dir / "config.yaml").read_text(encoding="utf-8"))
-    tokens = read_tokens(model_dir)
-    label_columns(tokens)  # fail early on unknown labels
-    name = cfg.get("model", "Emotion2vec")
-    cls = tables.model_classes.get(name)
-    if cls is None or name != "Emotion2vec":
-        raise ValueError(f"{model_dir}: model class {name!r} is not emotion2vec")
-    with torch.device("meta"):  # no random init: every weight comes from the checkpoint
-        model = cls(model_conf=cfg["model_conf"], vocab_size=len(tokens))
-    if model.proj is None:
-        raise ValueError(f"{model_dir}: model has no classifier head")
-    # the pre-training decoder is unused at inference: drop it before loading, so checkpoints
-    # saved without it load (every weight inference uses must still be present)
-    model.modality_encoders["AUDIO"].decoder = None
+    model, cfg, tokens = build_meta_model(model_dir)
     load_state_strict(model, find_checkpoint(path, preferred="model.pt"), cfg.get("scope_map"))
     left = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
     if left:

