@@ -31,14 +31,14 @@ from pathlib import Path
 
 import numpy as np
 
+from tasks.audio import SAMPLE_RATE, compute_num_samples
 from tasks.config import EmotionConfig
 from tasks.models import ResolvedModel, find_checkpoint
 from tasks.models import resolve_device as _resolve_device
-from tasks.records import EMOTIONS
+from tasks.records import EMOTIONS, top_emotion
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
 FRAME_RATE = 50  # emotion2vec frames per second (hop 320 samples)
 MIN_SAMPLES = 400  # one analysis window: shorter clips yield no frame
 DEFAULT_MAX_S = 10.0  # = segmentation.max_s default
@@ -173,11 +173,11 @@ class SegmentEmotion:
 
     @property
     def label(self) -> str:
-        return EMOTIONS[int(np.argmax(self.scores))]
+        return top_emotion(self.scores)[0]
 
     @property
     def confidence(self) -> float:
-        return float(np.max(self.scores))
+        return top_emotion(self.scores)[1]
 
     def frame_scores(self, *, smooth_s: float = 0.0, hop_s: float = 0.02) -> np.ndarray:
         """Frame probabilities ``(T', 9)``: see :func:`frame_scores_from_logits`."""
@@ -306,7 +306,7 @@ class EmotionModel:
         # emotion_speed.py): batch there only when asked (cpu_batching or an explicit argument).
         self.batch_seconds = float(batch_seconds) if (device != "cpu" or cpu_batching) else 0.0
         self.max_s = float(max_s)
-        self.max_samples = int(round(self.max_s * SAMPLE_RATE))
+        self.max_samples = compute_num_samples(self.max_s)
         self.normalize = bool(model.cfg.get("normalize", False))
         self.embed_dim = int(model.cfg.get("embed_dim"))
         self._encoder = PaddedEncoder(model, max_frames=self.max_samples // 320 + 1, fast_conv=fast_conv)

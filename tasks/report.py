@@ -31,7 +31,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from tasks.audio import SAMPLE_RATE, compute_num_samples
 from tasks.config import ReportConfig, ScreenConfig
+from tasks.export import SCORE_COLUMNS
 from tasks.plots import (
     EMOTION_COLOURS,
     EMOTION_EMOJI,
@@ -47,12 +49,9 @@ from tasks.storage import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
 MAX_CLIP_S = 12.0
 MAX_FRAME_PLOTS = 6
 """Drilled segments whose frame curves are drawn, per recording (lowest confidence first)."""
-
-SCORE_COLUMNS = [f"score_{e}" for e in EMOTIONS]
 
 
 # --------------------------------------------------------------------------------------- reading
@@ -177,8 +176,10 @@ class _AudioCache:
         try:
             with sf.SoundFile(str(p)) as fh:
                 sr = fh.samplerate
-                fh.seek(max(0, int(start * sr)))
-                data = fh.read(max(1, int((end - start) * sr)), dtype="float32", always_2d=True)
+                first = max(0, compute_num_samples(start, sample_rate=sr))
+                fh.seek(first)
+                data = fh.read(max(1, compute_num_samples(end, sample_rate=sr) - first), dtype="float32",
+                               always_2d=True)
             mono = data.mean(axis=1)
             if sr != SAMPLE_RATE:
                 mono = soxr.resample(mono, sr, SAMPLE_RATE)
@@ -197,7 +198,7 @@ class _AudioCache:
         audio = self._full[key]
         if audio is None:
             return None
-        return audio[int(start * SAMPLE_RATE): int(end * SAMPLE_RATE)]
+        return audio[compute_num_samples(start): compute_num_samples(end)]
 
 
 def wav_data_uri(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> str:
