@@ -145,23 +145,6 @@ def resample_logits(logits: np.ndarray, *, hop_s: float, frame_rate: float = FRA
     return (sums / counts).astype(np.float32)
 
 
-def frame_times(n: int, *, hop_s: float) -> np.ndarray:
-    """Start time (s, from the segment start) of each of ``n`` frames at hop ``hop_s``.
-
-    Parameters
-    ----------
-    n : int
-        Number of frames.
-    hop_s : float
-        Frame hop in seconds; frame ``i`` covers ``[i hop_s, (i + 1) hop_s)``.
-
-    Returns
-    -------
-    ndarray, shape (n,), float64
-    """
-    return np.arange(int(n), dtype=np.float64) * float(hop_s)
-
-
 @dataclass(frozen=True, eq=False)
 class SegmentEmotion:
     """One segment's emotion2vec result (numpy float32, label order :data:`EMOTIONS`)."""

@@ -47,7 +47,7 @@ def load_campplus(path: str | Path, device: torch.device | str = "cpu") -> torch
     state = torch.load(find_checkpoint(path, preferred=CHECKPOINT_NAME, suffixes=(".pt", ".bin")), map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = model.load_state_dict(state, strict=False).missing_keys  # extra keys are harmless
     if missing:
         raise RuntimeError(f"CAM++ checkpoint {path}: missing weights {missing[:5]}...")
     model.eval()
