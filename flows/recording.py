@@ -8,6 +8,7 @@ tasks in :mod:`flows.pipeline` are thin wrappers around them.
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import time
@@ -74,9 +75,15 @@ class RecordingJob:
     def sha256(self) -> str:
         return self.recording.sha256
 
-    @property
+    @functools.cached_property
     def cfg(self) -> Config:
+        """The validated config: validated on first use, then kept on this job object (a frozen
+        dataclass without slots, so the cache lives in its ``__dict__``)."""
         return Config.model_validate(self.config)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickles (Dask, Prefect) carry the plain ``config`` only; the receiver validates it once."""
+        return {k: v for k, v in self.__dict__.items() if k != "cfg"}
 
     @property
     def store(self) -> ArtefactStore:
@@ -311,6 +318,7 @@ def run_emotion(job: RecordingJob) -> StageReport:
     """One batched pass of the emotion model over the ``ok`` segments."""
 
     def compute(tmp: Path) -> dict[str, Any]:
+        from tasks.audio import compute_num_samples
         from tasks.emotion import get_emotion_model
 
         cfg = job.cfg
@@ -318,7 +326,8 @@ def run_emotion(job: RecordingJob) -> StageReport:
         segments = [s for _, s in indexed]
         audio = load_denoised(job) if cfg.emotion.audio == "denoised" else load_original(job)
         sr = cfg.audio.sample_rate
-        clips = [np.asarray(audio[int(round(s.start * sr)) : int(round(s.end * sr))], dtype=np.float32)
+        clips = [np.asarray(audio[compute_num_samples(s.start, sample_rate=sr) :
+                                  compute_num_samples(s.end, sample_rate=sr)], dtype=np.float32)
                  for s in segments]
         # Batching policy (GPU: batch_seconds buckets; CPU: one clip per forward, faster there)
         # is the engine's, from cfg.emotion.

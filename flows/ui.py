@@ -29,7 +29,7 @@ import numpy as np
 
 from tasks.config import Config, load_config
 from tasks.plots import EMOTION_COLOURS, EMOTION_EMOJI, frame_curves_figure, scores_bar_figure
-from tasks.records import EMOTIONS, make_recording_id
+from tasks.records import EMOTIONS, make_recording_id, top_emotion
 from tasks.storage import atomic_write_json, atomic_write_npy
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ class Analyser:
 
     def analyse(self, path: str | Path, *, granularity: str = "utterance", embedding: bool = False,
                 denoise: bool = False, diarize: bool = False) -> Analysis:
-        from tasks.audio import SAMPLE_RATE, load_audio
+        from tasks.audio import SAMPLE_RATE, compute_num_samples, load_audio
 
         p = check_upload(path)
         audio, info = load_audio(p, config=self.config.audio)
@@ -147,7 +147,7 @@ class Analyser:
                 notes.append(f"{len(skipped)} segment(s) not scored (too short or overlapped speech)")
         with self._lock:
             if spans:
-                clips = [audio[int(s * SAMPLE_RATE): int(e * SAMPLE_RATE)] for _, s, e in spans]
+                clips = [audio[compute_num_samples(s): compute_num_samples(e)] for _, s, e in spans]
                 results = self.model.analyse(clips)
             else:
                 spans, ids = [("SPEAKER_00", 0.0, len(audio) / SAMPLE_RATE)], [f"{rid}_0000"]
@@ -158,11 +158,11 @@ class Analyser:
         docs, frames = [], []
         for i, ((spk, s, e), r) in enumerate(zip(spans, results)):
             scores = np.asarray(r.scores, dtype=float)
-            best = int(np.argmax(scores))
+            label, confidence = top_emotion(scores)
             doc: dict[str, Any] = {
                 "segment_id": ids[i] if i < len(ids) else f"{rid}_{i:04d}", "recording_id": rid, "speaker": spk,
                 "start": round(s, 3), "end": round(e, 3), "granularity": granularity,
-                "emotion": EMOTIONS[best], "confidence": round(float(scores[best]), 6),
+                "emotion": label, "confidence": round(confidence, 6),
                 "scores": {k: round(float(v), 6) for k, v in zip(EMOTIONS, scores)},
                 "frames": None, "model": model_info,
             }
@@ -180,11 +180,11 @@ class Analyser:
 
     def _whole_file(self, audio: np.ndarray):  # type: ignore[no-untyped-def]
         """One result for the whole file (windows of <= UI_MAX_CLIP_S combined exactly, see above)."""
-        from tasks.audio import SAMPLE_RATE
+        from tasks.audio import compute_num_samples
         from tasks.emotion import SegmentEmotion, _softmax_rows
 
         n = len(audio)
-        windows = max(1, int(np.ceil(n / (UI_MAX_CLIP_S * SAMPLE_RATE))))
+        windows = max(1, int(np.ceil(n / compute_num_samples(UI_MAX_CLIP_S))))
         if windows == 1:
             return self.model.analyse([audio])[0]
         step = int(np.ceil(n / windows / 320)) * 320  # whole emotion2vec frames (320 samples)
@@ -213,16 +213,14 @@ def _message(text: str, kind: str = "error") -> str:
 
 
 def _top_html(analysis: Analysis, test_model: bool) -> str:
-    scores = analysis.overall_scores
-    best = int(np.argmax(scores))
-    label = EMOTIONS[best]
+    label, confidence = top_emotion(analysis.overall_scores)
     n = len(analysis.segments)
     scope = f"over {n} speaker segments" if n > 1 else f"{analysis.duration:.1f} s"
     note = ' <span style="color:#b71c1c">(random test model)</span>' if test_model else ""
     return (f'<div id="top-emotion" style="font-size:1.6em;padding:6px 0">'
             f'<span class="emoji">{EMOTION_EMOJI[label]}</span> '
             f'<b class="label" style="color:{EMOTION_COLOURS[label]}">{label}</b> '
-            f'<span class="confidence">{scores[best] * 100:.1f}%</span></div>'
+            f'<span class="confidence">{confidence * 100:.1f}%</span></div>'
             f'<div style="color:#666">{scope}{note}</div>')
 
 

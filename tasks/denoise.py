@@ -38,6 +38,7 @@ from typing import Literal
 
 import numpy as np
 
+from tasks.audio import SAMPLE_RATE, compute_num_samples
 from tasks.config import DenoiseConfig
 
 NoiseProfile = Literal["speech_activity", "whole_file", "none"]
@@ -106,8 +107,8 @@ def _mask(regions: list[tuple[float, float]], n: int, sample_rate: int, *, shrin
     """Boolean sample mask of ``regions`` (each shrunk by ``shrink_s`` on both sides)."""
     m = np.zeros(n, dtype=bool)
     for s, e in regions:
-        a = int(round((s + shrink_s) * sample_rate))
-        b = int(round((e - shrink_s) * sample_rate))
+        a = compute_num_samples(s + shrink_s, sample_rate=sample_rate)
+        b = compute_num_samples(e - shrink_s, sample_rate=sample_rate)
         a, b = max(a, 0), min(b, n)
         if b > a:
             m[a:b] = True
@@ -140,7 +141,7 @@ def _snr_from_masks(audio: np.ndarray, speech_mask: np.ndarray, noise_mask: np.n
 
 
 def estimate_snr_db(
-    audio: np.ndarray, *, speech: list[tuple[float, float]], sample_rate: int = 16000
+    audio: np.ndarray, *, speech: list[tuple[float, float]], sample_rate: int = SAMPLE_RATE
 ) -> float | None:
     """Estimate a recording's SNR in dB from its speech regions.
 
@@ -276,7 +277,7 @@ def denoise(
     audio: np.ndarray,
     *,
     config: DenoiseConfig,
-    sample_rate: int = 16000,
+    sample_rate: int = SAMPLE_RATE,
     speech: list[tuple[float, float]] | None = None,
 ) -> tuple[np.ndarray, DenoiseStats]:
     """Denoise one recording.

@@ -38,13 +38,13 @@ import numpy as np
 import torch
 from pyannote.core import Annotation, Segment
 
+from tasks.audio import SAMPLE_RATE
 from tasks.config import DiarizationConfig
 from tasks.models import ModelUnavailableError, hub_unreachable_reason, resolve
 from tasks.models import resolve_device as _resolve_device
 from tasks.records import Turn
 from tasks.storage import atomic_write_text
 
-SAMPLE_RATE = 16000
 OFFLINE = "offline"
 EMBEDDING_MODEL_ID = "iic/speech_campplus_sv_zh_en_16k-common_advanced"
 # Legacy short name that earlier configs used for the same checkpoint.
@@ -361,12 +361,6 @@ def load_diarization_pipeline(config: DiarizationConfig):
     return _cached(key, lambda: _build_pretrained(config))
 
 
-def clear_cache() -> None:
-    """Forget every loaded model and pipeline (tests, memory pressure)."""
-    with _LOCK:
-        _CACHE.clear()
-
-
 # --------------------------------------------------------------------------- diarization
 def _as_waveform(audio: np.ndarray | torch.Tensor, sample_rate: int) -> torch.Tensor:
     wave = torch.as_tensor(np.asarray(audio, dtype=np.float32) if not isinstance(audio, torch.Tensor) else audio)
@@ -501,45 +495,3 @@ def parse_rttm(text: str, *, source: str = "<rttm>") -> dict[str, Annotation]:
         seg = Segment(start, start + dur)
         ann[seg, ann.new_track(seg)] = label
     return out
-
-
-# --------------------------------------------------------------------------- voice activity
-def speech_activity(
-    audio: np.ndarray,
-    *,
-    sample_rate: int = SAMPLE_RATE,
-    threshold: float = 0.5,
-    segmentation_model: str = "pyannote/segmentation-3.0",
-    device: str = "auto",
-) -> list[tuple[float, float]]:
-    """Speech regions (start, end) in seconds, from the segmentation-3.0 model (cached).
-
-    A frame is speech when the share of sliding windows (10 s, step 1 s) in which any speaker
-    is active there reaches ``threshold``.
-    """
-    from pyannote.audio.core.inference import Inference
-    from pyannote.audio.utils.signal import Binarize
-    wave = _as_waveform(audio, sample_rate)
-    if wave.shape[1] < SAMPLE_RATE // 10 or float(wave.abs().max()) == 0.0:
-        return []
-    model = load_segmentation_model(segmentation_model, device)
-    inference = _cached(
-        ("vad-inference", id(model)),
-        lambda: Inference(
-            model,
-            duration=model.specifications.duration,
-            step=0.1 * model.specifications.duration,
-            batch_size=32,
-            # any speaker active, per chunk and frame, before overlap-add aggregation
-            pre_aggregation_hook=lambda chunks: np.max(chunks, axis=2, keepdims=True),
-        ),
-    )
-    with torch.inference_mode():
-        speech = inference({"waveform": wave, "sample_rate": SAMPLE_RATE})
-    annotation = Binarize(onset=threshold, offset=threshold)(speech)
-    total = wave.shape[1] / SAMPLE_RATE
-    return [
-        (max(0.0, float(s.start)), min(total, float(s.end)))
-        for s in annotation.get_timeline().support()
-        if min(total, s.end) > max(0.0, s.start)
-    ]

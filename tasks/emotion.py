@@ -33,14 +33,14 @@ from pathlib import Path
 import numpy as np
 
 from tasks.checkpoints import load_state
+from tasks.audio import SAMPLE_RATE, compute_num_samples
 from tasks.config import EmotionConfig
 from tasks.models import ModelUnavailableError, ResolvedModel, find_checkpoint
 from tasks.models import resolve_device as _resolve_device
-from tasks.records import EMOTIONS
+from tasks.records import EMOTIONS, top_emotion
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
 FRAME_RATE = 50  # emotion2vec frames per second (hop 320 samples)
 MIN_SAMPLES = 400  # one analysis window: shorter clips yield no frame
 DEFAULT_MAX_S = 10.0  # = segmentation.max_s default
@@ -151,23 +151,6 @@ def resample_logits(logits: np.ndarray, *, hop_s: float, frame_rate: float = FRA
     return (sums / counts).astype(np.float32)
 
 
-def frame_times(n: int, *, hop_s: float) -> np.ndarray:
-    """Start time (s, from the segment start) of each of ``n`` frames at hop ``hop_s``.
-
-    Parameters
-    ----------
-    n : int
-        Number of frames.
-    hop_s : float
-        Frame hop in seconds; frame ``i`` covers ``[i hop_s, (i + 1) hop_s)``.
-
-    Returns
-    -------
-    ndarray, shape (n,), float64
-    """
-    return np.arange(int(n), dtype=np.float64) * float(hop_s)
-
-
 @dataclass(frozen=True, eq=False)
 class SegmentEmotion:
     """One segment's emotion2vec result (numpy float32, label order :data:`EMOTIONS`)."""
@@ -179,11 +162,11 @@ class SegmentEmotion:
 
     @property
     def label(self) -> str:
-        return EMOTIONS[int(np.argmax(self.scores))]
+        return top_emotion(self.scores)[0]
 
     @property
     def confidence(self) -> float:
-        return float(np.max(self.scores))
+        return top_emotion(self.scores)[1]
 
     def frame_scores(self, *, smooth_s: float = 0.0, hop_s: float = 0.02) -> np.ndarray:
         """Frame probabilities ``(T', 9)``: see :func:`frame_scores_from_logits`."""
@@ -422,7 +405,7 @@ class EmotionModel:
         # emotion_speed.py): batch there only when asked (cpu_batching or an explicit argument).
         self.batch_seconds = float(batch_seconds) if (device != "cpu" or cpu_batching) else 0.0
         self.max_s = float(max_s)
-        self.max_samples = int(round(self.max_s * SAMPLE_RATE))
+        self.max_samples = compute_num_samples(self.max_s)
         self.normalize = bool(model.cfg.get("normalize", False))
         self.embed_dim = int(model.cfg.get("embed_dim"))
         self._encoder = PaddedEncoder(model, max_frames=self.max_samples // 320 + 1, fast_conv=fast_conv)

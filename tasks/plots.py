@@ -50,6 +50,13 @@ def _is_scored(seg: pd.DataFrame) -> pd.Series:
     return ok
 
 
+def _is_drilled(seg: pd.DataFrame) -> pd.Series:
+    """The run's own ``drilled`` flags (all False when the table has none)."""
+    if "drilled" not in seg.columns:
+        return pd.Series(False, index=seg.index)
+    return seg["drilled"].astype("boolean").fillna(False).astype(bool)
+
+
 def _time_axis(ax, duration: float) -> None:  # type: ignore[no-untyped-def]
     if duration > 600:
         from matplotlib.ticker import FuncFormatter
@@ -60,18 +67,19 @@ def _time_axis(ax, duration: float) -> None:  # type: ignore[no-untyped-def]
         ax.set_xlabel("time (s)")
 
 
-def timeline_figure(seg: pd.DataFrame, *, recording_id: str = "", duration: float | None = None,
-                    threshold: float | None = None) -> Figure:
+def timeline_figure(seg: pd.DataFrame, *, recording_id: str = "", duration: float | None = None) -> Figure:
     """Speakers × time, each segment coloured by its top emotion.
 
-    Opacity follows confidence; segments below ``threshold`` (drilled down) get a black outline;
-    segments that were not scored (too short, overlapped speech) are light grey and hatched.
+    Opacity follows confidence; segments the screen drilled down (the ``drilled`` column, as the
+    run wrote it) get a black outline; segments that were not scored (too short, overlapped
+    speech) are light grey and hatched.
     """
     speakers = sorted(seg["speaker"].astype(str).unique()) if len(seg) else []
     height = 1.2 + 0.45 * max(len(speakers), 1)
     fig = Figure(figsize=(11, height))
     ax = fig.add_subplot(111)
     scored = _is_scored(seg) if len(seg) else pd.Series(dtype=bool)
+    drilled = _is_drilled(seg)
     for y, spk in enumerate(speakers):
         rows = seg[seg["speaker"].astype(str) == spk]
         srows = rows[scored.loc[rows.index]]
@@ -83,7 +91,7 @@ def timeline_figure(seg: pd.DataFrame, *, recording_id: str = "", duration: floa
             conf = grp["confidence"].astype(float).clip(0, 1).to_numpy()
             colour = EMOTION_COLOURS.get(label, "#000000")
             alphas = 0.35 + 0.65 * conf
-            edge = ["black" if (threshold is not None and c < threshold) else colour for c in conf]
+            edge = ["black" if d else colour for d in drilled.loc[grp.index]]
             ax.broken_barh(list(zip(grp["start"], grp["end"] - grp["start"])), (y - 0.35, 0.7),
                            facecolors=[to_rgba(colour, a) for a in alphas], edgecolors=edge, linewidth=0.6)
     ax.set_yticks(range(len(speakers)), speakers)
@@ -100,8 +108,8 @@ def timeline_figure(seg: pd.DataFrame, *, recording_id: str = "", duration: floa
     if handles:
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
     title = f"{recording_id}: speakers × time, coloured by emotion" if recording_id else "speakers × time"
-    if threshold is not None:
-        title += f" (outlined: confidence < {threshold:g})"
+    if drilled.any():
+        title += " (outlined: drilled down)"
     ax.set_title(title, fontsize=10, loc="left")
     return fig
 
@@ -165,15 +173,21 @@ def speaker_distribution_figure(dist: pd.DataFrame, *, title: str = "") -> Figur
     return fig
 
 
-def confidence_histogram_figure(confidence: Iterable[float], *, threshold: float, bins: int = 20) -> Figure:
-    """Histogram of top-label confidences with the screening threshold drawn."""
+def confidence_histogram_figure(confidence: Iterable[float], *, threshold: float, drilled: int,
+                                bins: int = 20) -> Figure:
+    """Histogram of top-label confidences with the screening threshold drawn.
+
+    ``drilled`` is how many segments the run drilled down (its ``drilled`` column): with
+    drill-down disabled that is 0 however many fall below the threshold.
+    """
     conf = np.asarray([c for c in confidence if c == c], dtype=float)
     fig = Figure(figsize=(7, 2.8))
     ax = fig.add_subplot(111)
     ax.hist(conf, bins=np.linspace(0, 1, bins + 1), color="#4c72b0", edgecolor="white")
     ax.axvline(threshold, color="#d62728", linestyle="--", linewidth=1.5)
     below = int((conf < threshold).sum())
-    ax.text(threshold, ax.get_ylim()[1] * 0.95, f"  threshold {threshold:g}\n  {below} of {conf.size} below (drilled)",
+    ax.text(threshold, ax.get_ylim()[1] * 0.95,
+            f"  threshold {threshold:g}\n  {below} of {conf.size} below\n  {int(drilled)} drilled down",
             color="#d62728", va="top", fontsize=8,
             bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "none", "pad": 1.5})
     ax.set_xlim(0, 1)

@@ -12,7 +12,7 @@ import re
 import unicodedata
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import PurePosixPath
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 EMOTIONS: tuple[str, ...] = (
     "angry", "disgusted", "fearful", "happy", "neutral", "other", "sad", "surprised", "unknown",
@@ -20,6 +20,28 @@ EMOTIONS: tuple[str, ...] = (
 """Label order everywhere in emoflow (tables, arrays, JSON)."""
 
 SegmentStatus = Literal["ok", "too_short", "overlap"]
+
+
+def top_emotion(scores: Sequence[float]) -> tuple[str, float]:
+    """The top label of 9 emotion scores and its score (the confidence).
+
+    The one argmax → label of emoflow: :class:`EmotionResult`, the emotion model's results and
+    the UI all take a label this way.
+
+    Parameters
+    ----------
+    scores : sequence of float
+        One score per label, in :data:`EMOTIONS` order.
+
+    Returns
+    -------
+    (label, confidence)
+        The label of the highest score (the first in :data:`EMOTIONS` order on a tie) and that score.
+    """
+    if len(scores) != len(EMOTIONS):
+        raise ValueError(f"expected {len(EMOTIONS)} scores, got {len(scores)}")
+    best = max(range(len(EMOTIONS)), key=lambda i: scores[i])
+    return EMOTIONS[best], float(scores[best])
 
 
 class _Record:
@@ -81,11 +103,9 @@ class EmotionResult(_Record):
     confidence: float = field(init=False)
 
     def __post_init__(self) -> None:
-        if len(self.scores) != len(EMOTIONS):
-            raise ValueError(f"expected {len(EMOTIONS)} scores, got {len(self.scores)}")
-        best = max(range(len(EMOTIONS)), key=lambda i: self.scores[i])
-        object.__setattr__(self, "label", EMOTIONS[best])
-        object.__setattr__(self, "confidence", float(self.scores[best]))
+        label, confidence = top_emotion(self.scores)
+        object.__setattr__(self, "label", label)
+        object.__setattr__(self, "confidence", confidence)
 
     def to_dict(self) -> dict[str, Any]:
         return {"segment_id": self.segment_id, "scores": list(self.scores), "label": self.label,

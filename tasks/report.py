@@ -31,7 +31,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from tasks.audio import SAMPLE_RATE, compute_num_samples
 from tasks.config import ReportConfig, ScreenConfig
+from tasks.export import SCORE_COLUMNS
 from tasks.plots import (
     EMOTION_COLOURS,
     EMOTION_EMOJI,
@@ -47,12 +49,9 @@ from tasks.storage import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
 MAX_CLIP_S = 12.0
 MAX_FRAME_PLOTS = 6
 """Drilled segments whose frame curves are drawn, per recording (lowest confidence first)."""
-
-SCORE_COLUMNS = [f"score_{e}" for e in EMOTIONS]
 
 
 # --------------------------------------------------------------------------------------- reading
@@ -177,8 +176,10 @@ class _AudioCache:
         try:
             with sf.SoundFile(str(p)) as fh:
                 sr = fh.samplerate
-                fh.seek(max(0, int(start * sr)))
-                data = fh.read(max(1, int((end - start) * sr)), dtype="float32", always_2d=True)
+                first = max(0, compute_num_samples(start, sample_rate=sr))
+                fh.seek(first)
+                data = fh.read(max(1, compute_num_samples(end, sample_rate=sr) - first), dtype="float32",
+                               always_2d=True)
             mono = data.mean(axis=1)
             if sr != SAMPLE_RATE:
                 mono = soxr.resample(mono, sr, SAMPLE_RATE)
@@ -197,7 +198,7 @@ class _AudioCache:
         audio = self._full[key]
         if audio is None:
             return None
-        return audio[int(start * SAMPLE_RATE): int(end * SAMPLE_RATE)]
+        return audio[compute_num_samples(start): compute_num_samples(end)]
 
 
 def wav_data_uri(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> str:
@@ -269,7 +270,7 @@ nav a{margin-right:12px} audio{height:28px;width:240px}
 """
 
 
-def _recording_section(data: RunData, rid: str, threshold: float, cfg: ReportConfig) -> str:
+def _recording_section(data: RunData, rid: str, cfg: ReportConfig) -> str:
     seg = data.segments[data.segments["recording_id"] == rid].sort_values("start")
     rec_dir = data.run_dir / "recordings" / rid
     duration = data.duration(rid)
@@ -282,7 +283,7 @@ def _recording_section(data: RunData, rid: str, threshold: float, cfg: ReportCon
         f"speakers: {_e(', '.join(sorted(seg['speaker'].unique())))}</p>"
     )
     # timeline (also written next to the recording's artefacts)
-    fig = timeline_figure(seg, recording_id=rid, duration=duration, threshold=threshold)
+    fig = timeline_figure(seg, recording_id=rid, duration=duration)
     png = png_bytes(fig)
     if cfg.timeline_png:
         atomic_write_bytes(rec_dir / "timeline.png", png)
@@ -376,6 +377,7 @@ def render_report(data: RunData, cfg: ReportConfig) -> str:
     run_id = m.get("run_id") or data.run_dir.name
     model = data.emotion_model
     scored = seg[(seg["status"] == "ok") & seg["confidence"].notna()]
+    n_drilled = int(seg["drilled"].sum())
     out = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -400,7 +402,8 @@ def render_report(data: RunData, cfg: ReportConfig) -> str:
     summary_rows = [
         ["segments", f"{len(seg)} ({', '.join(f'{k}: {v}' for k, v in counts.items())})"],
         ["scored speech", f"{(scored['end'] - scored['start']).sum():.1f} s"],
-        ["screen threshold", f"{threshold:g} ({int((scored['confidence'] < threshold).sum())} segments below)"],
+        ["screen threshold", f"{threshold:g} ({int((scored['confidence'] < threshold).sum())} segments below, "
+                             f"{n_drilled} drilled down)"],
         ["labels", ", ".join(f"{EMOTION_EMOJI.get(k, '')} {_e(k)}: {v}" for k, v in label_counts.items()) or "—"],
         ["failed inputs", str(len(data.failures))],
     ]
@@ -413,12 +416,12 @@ def render_report(data: RunData, cfg: ReportConfig) -> str:
     out.append(_lowest_confidence_section(data, cfg))
 
     out.append('<section id="confidence"><h2>Confidence histogram</h2>')
-    out.append(_img(png_bytes(confidence_histogram_figure(scored["confidence"], threshold=threshold)),
-                    f"confidence histogram, threshold {threshold:g}", "plot histogram"))
+    out.append(_img(png_bytes(confidence_histogram_figure(scored["confidence"], threshold=threshold, drilled=n_drilled)),
+                    f"confidence histogram, threshold {threshold:g}, {n_drilled} drilled down", "plot histogram"))
     out.append("</section>")
 
     for rid in data.recordings:
-        out.append(_recording_section(data, rid, threshold, cfg))
+        out.append(_recording_section(data, rid, cfg))
 
     # config and model facts
     out.append('<section id="config"><h2>Configuration and models</h2>')

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 from pyannote.core import Annotation, Segment
 
-SAMPLE_RATE = 16000
+from tasks.audio import compute_num_samples
+
 FRAME_S = 0.05
 BATCH = 256
 
@@ -48,7 +49,7 @@ def window_embeddings(
     """
     from tasks.speaker_embedding import FRAME_LENGTH, FRAME_SHIFT, fbank
 
-    frames_per_window = 1 + (int(round(window_s * SAMPLE_RATE)) - FRAME_LENGTH) // FRAME_SHIFT
+    frames_per_window = 1 + (compute_num_samples(window_s) - FRAME_LENGTH) // FRAME_SHIFT
     index: list[tuple[int, float]] = []
     feats: list[torch.Tensor] = []
     chunks: list[np.ndarray] = []
@@ -56,10 +57,10 @@ def window_embeddings(
         starts = _windows(start, end, window_s, hop_s)
         if not starts:
             continue
-        a = int(round(start * SAMPLE_RATE))
-        region_fbank = fbank(torch.from_numpy(np.ascontiguousarray(audio[a : int(round(end * SAMPLE_RATE))])))
+        a = compute_num_samples(start)
+        region_fbank = fbank(torch.from_numpy(np.ascontiguousarray(audio[a : compute_num_samples(end)])))
         for s in starts:
-            f0 = int(round((s - start) * SAMPLE_RATE)) // FRAME_SHIFT
+            f0 = compute_num_samples(s - start) // FRAME_SHIFT
             window = region_fbank[f0 : f0 + frames_per_window]
             if window.shape[0] < frames_per_window:
                 continue

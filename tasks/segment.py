@@ -32,6 +32,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from tasks.audio import SAMPLE_RATE, compute_num_samples
 from tasks.config import SegmentationConfig
 from tasks.records import Segment, Turn, segment_id
 
@@ -108,7 +109,7 @@ def total(intervals: Iterable[Interval]) -> float:
 
 
 def short_time_energy(
-    audio: np.ndarray, *, sample_rate: int = 16000, hop_s: float = ENERGY_HOP_S, win_s: float = ENERGY_WIN_S
+    audio: np.ndarray, *, sample_rate: int = SAMPLE_RATE, hop_s: float = ENERGY_HOP_S, win_s: float = ENERGY_WIN_S
 ) -> np.ndarray:
     """Mean-square energy of ``win_s`` frames every ``hop_s``; frame ``i`` is centred at ``i * hop_s``.
 
@@ -127,8 +128,8 @@ def short_time_energy(
         (ceil(n / hop),) float64 energies, smoothed over 50 ms.
     """
     x = np.asarray(audio, dtype=np.float64).reshape(-1)
-    hop = max(1, int(round(hop_s * sample_rate)))
-    win = max(hop, int(round(win_s * sample_rate)))
+    hop = max(1, compute_num_samples(hop_s, sample_rate=sample_rate))
+    win = max(hop, compute_num_samples(win_s, sample_rate=sample_rate))
     n_frames = -(-x.shape[0] // hop) if x.size else 0
     if n_frames == 0:
         return np.zeros(0)
@@ -202,7 +203,7 @@ def build_segments(
     config: SegmentationConfig,
     overlaps: Sequence[Interval] = (),
     audio: np.ndarray | None = None,
-    sample_rate: int = 16000,
+    sample_rate: int = SAMPLE_RATE,
     energy: np.ndarray | None = None,
     energy_hop_s: float = ENERGY_HOP_S,
 ) -> list[Segment]:

@@ -30,9 +30,9 @@ import torch
 import torch.nn.functional as F
 
 from tasks.checkpoints import CheckpointLoadError, load_state
+from tasks.audio import SAMPLE_RATE
 from tasks.models import find_checkpoint
 
-SAMPLE_RATE = 16000
 FRAME_LENGTH = 400  # 25 ms at 16 kHz
 FRAME_SHIFT = 160  # 10 ms
 NUM_MEL_BINS = 80

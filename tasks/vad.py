@@ -17,6 +17,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from tasks.audio import SAMPLE_RATE, compute_num_samples
+
 SEGMENTATION_MODEL = "pyannote/segmentation-3.0"
 DEFAULT_STEP_S = 2.5
 """Hop between 10 s chunks. 2.5 s (4 estimates per frame) is ~4x cheaper than pyannote's default
@@ -59,7 +61,7 @@ def _inference(model_ref: str, step_s: float):  # type: ignore[no-untyped-def]
 def speech_probability(
     audio: np.ndarray,
     *,
-    sample_rate: int = 16000,
+    sample_rate: int = SAMPLE_RATE,
     model_ref: str = SEGMENTATION_MODEL,
     step_s: float = DEFAULT_STEP_S,
 ) -> tuple[np.ndarray, float, float]:
@@ -87,12 +89,12 @@ def speech_probability(
     """
     import torch
 
-    if sample_rate != 16000:
+    if sample_rate != SAMPLE_RATE:
         raise ValueError(f"speech_probability needs 16 kHz audio, got {sample_rate} Hz")
     audio = np.asarray(audio, dtype=np.float32).reshape(-1)
     inference = _inference(model_ref, float(step_s))
     n = audio.shape[0]
-    window = int(round(inference.duration * sample_rate))
+    window = compute_num_samples(inference.duration, sample_rate=sample_rate)
     # pyannote's sliding window needs at least one full chunk: pad short inputs with silence.
     padded = np.pad(audio, (0, max(0, window - n)))
     waveform = torch.from_numpy(padded)[None]
@@ -146,7 +148,7 @@ def regions_from_probability(
 def speech_regions(
     audio: np.ndarray,
     *,
-    sample_rate: int = 16000,
+    sample_rate: int = SAMPLE_RATE,
     threshold: float = 0.5,
     model_ref: str = SEGMENTATION_MODEL,
     step_s: float = DEFAULT_STEP_S,

@@ -74,6 +74,7 @@ def make_run_dir(
     embed_dim: int = 32,
     n_clusters: int = 3,
     threshold: float = 0.7,
+    drilldown: bool = True,
     test_model: bool = True,
     reference_rttm: str | Path | None = None,
     audio_dir: str | Path | None = None,
@@ -86,6 +87,8 @@ def make_run_dir(
     reference_rttm : path, optional
         Take recordings and speaker turns from this RTTM (its ``diarization.rttm`` files then
         equal the reference, so DER against it is 0).
+    drilldown : bool
+        ``drilldown.enabled``: when False no segment is drilled (no frames), whatever its confidence.
     audio_dir : path, optional
         Where ``<recording_id>.flac``/``.wav`` sources live; when missing a short synthetic WAV is
         written under ``root/inputs`` so audio players have something to play.
@@ -95,6 +98,7 @@ def make_run_dir(
     run.mkdir(parents=True, exist_ok=True)
     cfg = Config()
     cfg.screen.threshold = threshold
+    cfg.drilldown.enabled = drilldown
     cfg.export.embeddings = "all"
     if reference_rttm is not None:
         turns_by_rec = _read_rttm(Path(reference_rttm))
@@ -154,7 +158,7 @@ def make_run_dir(
                 best = int(np.argmax(scores))
                 row.update(label=EMOTIONS[best], confidence=float(scores[best]),
                            **{f"score_{k}": float(v) for k, v in zip(EMOTIONS, scores)})
-                row["drilled"] = bool(scores[best] < threshold)
+                row["drilled"] = drilldown and bool(scores[best] < threshold)
                 emb = (centres[c] + rng.normal(0, 0.5, size=embed_dim)).astype(np.float32)
                 row["embedding_row"] = len(emb_rows)
                 emb_rows.append(emb)

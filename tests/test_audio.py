@@ -11,12 +11,14 @@ import pytest
 import soundfile as sf
 
 from tasks.audio import (
+    SAMPLE_RATE,
     CorruptAudioError,
     EmptyAudioError,
     NotAudioError,
     TooLongError,
     TooShortError,
     UnreadableInputError,
+    compute_num_samples,
     load_audio,
 )
 from tasks.config import AudioConfig
@@ -199,3 +201,13 @@ def test_real_recording_duration(shared_data: Path) -> None:
     assert info.sample_rate == 16000 and info.channels == 1
     assert abs(info.duration - sf.info(path).duration) < 0.02
     assert audio.size == round(info.duration * 16000)
+
+
+def test_compute_num_samples_rounds_to_nearest() -> None:
+    assert SAMPLE_RATE == 16000
+    assert compute_num_samples(0.3) == 4800  # 0.3 * 16000 is 4799.999... in floats
+    assert compute_num_samples(1.2345) == 19752
+    assert compute_num_samples(0.00003) == 0 and compute_num_samples(0.00004) == 1  # 0.48 and 0.64 samples
+    assert compute_num_samples(0.5 / 16000) == 1  # halves round up
+    assert compute_num_samples(2.5, sample_rate=8000) == 20000
+    assert type(compute_num_samples(1.0)) is int

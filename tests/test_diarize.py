@@ -91,7 +91,6 @@ def test_silence_gives_empty_annotation(cfg, rng, tmp_path):
         assert result.turns() == [] and result.overlaps() == []
         path = D.write_rttm(result.annotation, tmp_path / "quiet.rttm", uri="quiet")
         assert path.read_text() == "" and D.read_rttm(path) == {}
-    assert D.speech_activity(np.zeros(5 * SR, dtype=np.float32)) == []
 
 
 def test_one_librispeech_speaker_gives_one_label(shared_data, cfg):
@@ -102,15 +101,6 @@ def test_one_librispeech_speaker_gives_one_label(shared_data, cfg):
     assert len(result.annotation.labels()) == 1, result.annotation.chart()
     speech = result.annotation.get_timeline().support().duration()
     assert speech > 0.6 * len(audio) / SR
-
-
-def test_speech_activity_finds_speech(ami):
-    audio, ref = ami
-    regions = D.speech_activity(audio, device="cpu")
-    assert regions and all(0 <= a < b <= 30.01 for a, b in regions)
-    found = sum(b - a for a, b in regions)
-    truth = ref.get_timeline().support().duration()
-    assert 0.7 * truth < found < 1.3 * truth + 2
 
 
 def test_num_speakers_option_is_honoured(ami, cfg):

@@ -16,7 +16,6 @@ from tasks.emotion import (
     SegmentEmotion,
     SegmentTooLongError,
     SegmentTooShortError,
-    frame_times,
     get_emotion_model,
     label_columns,
     load_emotion_model,
@@ -231,7 +230,6 @@ def test_resampling_properties(rng):
     np.testing.assert_allclose(resample_logits(x[:100], hop_s=0.1).mean(0), x[:100].mean(0), atol=1e-5)
     with pytest.raises(ValueError):
         resample_logits(x, hop_s=0.03)
-    np.testing.assert_allclose(frame_times(4, hop_s=0.04), [0, 0.04, 0.08, 0.12])
 
 
 def test_frame_scores(rng):

@@ -121,3 +121,51 @@ def test_csv_only_run_with_empty_labels_and_a_silent_recording(tmp_path):
     assert data.segments.loc[data.segments.status != "ok", "label"].isna().all()
     assert 'id="rec-silent"' in text and (fake.path / "recordings" / "silent" / "timeline.png").is_file()
     assert f"{int((seg.status == 'ok').sum())} scored" in text
+
+
+def _outlined(fig) -> int:
+    """Bars drawn with a black edge (the timeline's "drilled down" outline)."""
+    from matplotlib.colors import to_rgba
+
+    black = to_rgba("black")
+    return sum(tuple(edge) == black for coll in fig.axes[0].collections for edge in coll.get_edgecolors())
+
+
+@pytest.mark.parametrize("drilldown", [False, True])
+def test_report_and_plots_read_the_drilled_column(tmp_path, monkeypatch, drilldown):
+    """With drill-down disabled nothing is drilled, although some confidences are below the
+    threshold: the report, the histogram and the timelines say so (they read ``drilled``)."""
+    import tasks.report as report_module
+
+    fake = make_run_dir(tmp_path / "r", seed=7, n_recordings=2, duration_s=40, threshold=0.7, drilldown=drilldown)
+    seg = fake.segments
+    ok = seg[seg.status == "ok"]
+    below = int((ok.confidence < 0.7).sum())
+    assert below > 0 and seg.drilled.sum() == (below if drilldown else 0)
+    figures: dict[str, list] = {"timeline": [], "histogram": []}
+
+    def spy(name, real):
+        def wrapped(*args, **kwargs):
+            fig = real(*args, **kwargs)
+            figures[name].append(fig)
+            return fig
+        return wrapped
+
+    monkeypatch.setattr(report_module, "timeline_figure", spy("timeline", report_module.timeline_figure))
+    monkeypatch.setattr(report_module, "confidence_histogram_figure",
+                        spy("histogram", report_module.confidence_histogram_figure))
+    text = build_report(fake.path).read_text()
+    drilled = below if drilldown else 0
+
+    assert f"{below} segments below, {drilled} drilled down)" in text
+    assert f'alt="confidence histogram, threshold 0.7, {drilled} drilled down"' in text
+    (hist,) = figures["histogram"]
+    caption = " ".join(t.get_text() for t in hist.axes[0].texts)
+    assert f"{below} of {len(ok)} below" in caption and f"{drilled} drilled down" in caption
+    assert len(figures["timeline"]) == len(fake.recording_ids)
+    for rid, fig in zip(fake.recording_ids, figures["timeline"]):
+        n = int(seg[(seg.recording_id == rid)].drilled.sum())
+        assert _outlined(fig) == n, rid
+        assert ("outlined: drilled down" in fig.axes[0].get_title(loc="left")) == bool(n)
+        assert f"{n} drilled down)" in text.split(f'id="rec-{rid}"')[1].split("</section>")[0]
+    assert ("Frame-level scores of drilled-down segments" in text) == drilldown

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks.records import EMOTIONS, EmotionResult
+from tasks.records import EMOTIONS, EmotionResult, top_emotion
 from tasks.screen import is_drilled, summarise_curve
 
 
@@ -49,3 +49,14 @@ def test_emotion_result_top_label() -> None:
     scores[3] = 0.6
     r = EmotionResult("x_0001", tuple(scores))
     assert r.label == "happy" and r.confidence == pytest.approx(0.6)
+
+
+def test_top_emotion_is_the_one_argmax() -> None:
+    scores = np.full(9, 0.05)
+    scores[[2, 6]] = 0.3  # a tie: the first in EMOTIONS order wins, as np.argmax does
+    assert top_emotion(scores) == ("fearful", pytest.approx(0.3))
+    assert top_emotion(scores)[0] == EMOTIONS[int(np.argmax(scores))]
+    r = EmotionResult("x_0002", tuple(scores))
+    assert (r.label, r.confidence) == top_emotion(scores)
+    with pytest.raises(ValueError, match="expected 9 scores, got 3"):
+        top_emotion([0.1, 0.2, 0.7])
