@@ -463,14 +463,14 @@ def diarize(
     wave = _as_waveform(audio, sample_rate)
     resegments = config.pipeline == OFFLINE and config.resegment_window_s > 0
     hook = None if progress is None else _ProgressHook(progress, resegments=resegments)
-    if hook is not None:
-        hook.report(0.0)
     if wave.shape[1] < SAMPLE_RATE // 10 or not torch.isfinite(wave).all() or float(wave.abs().max()) == 0.0:
         empty = Annotation(uri=recording_id)
         if hook is not None:
             hook.report(1.0)
         return DiarizationResult(empty, Annotation(uri=recording_id), config.exclude_overlap)
     pipeline = load_diarization_pipeline(config)
+    if hook is not None:  # from here on (models loaded) the work is in proportion to the audio
+        hook.report(0.0)
     file = {"waveform": wave, "sample_rate": SAMPLE_RATE, "uri": recording_id}
     kwargs = {
         "num_speakers": config.num_speakers,

@@ -60,7 +60,9 @@ class ProgressReporter:
     """A ``progress(done, total)`` callable that records one stage of one recording on disk.
 
     Writes the first call, every call that completes the stage (``done >= total``) and otherwise
-    at most one call every ``min_interval_s``. A failed write never fails the stage.
+    at most one call every ``min_interval_s``. The stage's clock (``started``, for the ETA) starts
+    at the first call, so model loading before it does not skew the rate. A failed write never
+    fails the stage.
     """
 
     def __init__(self, *, out_dir: str | os.PathLike[str], recording_id: str, stage: str, unit: str = "",
@@ -70,13 +72,15 @@ class ProgressReporter:
         self.stage = stage
         self.unit = unit
         self.min_interval_s = float(min_interval_s)
-        self.started = time.time()
+        self.started: float | None = None
         self.writes = 0
         self._clock = clock
         self._last: float | None = None
 
     def __call__(self, done: float, total: float) -> None:
         now = self._clock()
+        if self.started is None:
+            self.started = time.time()
         final = total > 0 and done >= total
         if not final and self._last is not None and now - self._last < self.min_interval_s:
             return

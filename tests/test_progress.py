@@ -50,8 +50,8 @@ def test_reporter_writes_rate_limited_and_reader_reads(tmp_path: Path) -> None:
     clock = FakeClock()
     rep = ProgressReporter(out_dir=tmp_path, recording_id="rec1", stage="diarize", unit="‰", min_interval_s=0.5,
                            clock=clock)
-    assert read_progress(out_dir=tmp_path, recording_id="rec1") is None
-    rep(0, 1000)  # the first call is written
+    assert read_progress(out_dir=tmp_path, recording_id="rec1") is None and rep.started is None
+    rep(0, 1000)  # the first call is written, and starts the stage's clock
     clock.now = 0.2
     rep(100, 1000)  # within 0.5 s: skipped
     assert read_progress(out_dir=tmp_path, recording_id="rec1")["done"] == 0
