@@ -220,7 +220,10 @@ class _RunProgress:
     def __init__(self, jobs: list[RecordingJob], order: tuple[str, ...], *, out_dir: str, logger: Any) -> None:
         self.jobs, self.order, self.out_dir, self.logger = jobs, order, out_dir, logger
         self.console = sys.stderr.isatty() or os.environ.get("EMOFLOW_PROGRESS") == "1"
-        self.interval_s = float(os.environ.get("EMOFLOW_PROGRESS_INTERVAL_S", PROGRESS_INTERVAL_S))
+        try:
+            self.interval_s = float(os.environ.get("EMOFLOW_PROGRESS_INTERVAL_S", PROGRESS_INTERVAL_S))
+        except ValueError:  # a display setting must not stop a run
+            self.interval_s = PROGRESS_INTERVAL_S
         self.t0 = self.last_line = time.monotonic()
         self.bar: Any = None
         self.lines: dict[str, tuple[Any, str]] = {}  # recording id -> (rich task, stage)
@@ -230,10 +233,11 @@ class _RunProgress:
 
         clear_progress(out_dir=self.out_dir, recording_ids=[j.recording_id for j in self.jobs])
         if self.console:
+            from rich.console import Console
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
             self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"),
-                                TimeElapsedColumn(), transient=False)
+                                TimeElapsedColumn(), transient=False, console=Console(stderr=True))
             self.bar.__enter__()
             self.main = self.bar.add_task("[bold]emoflow[/bold]", total=len(self.jobs),
                                           status=f"0/{len(self.jobs)} recordings · 0 segments")

@@ -301,13 +301,14 @@ def build_ui(config: Config | str | Path | None = None, *, model: Any = None):
         text = rejected_upload_message(payload)  # none when on_upload clears the box: change nothing
         return (_message(text), None) if text else (gr.update(), gr.update())
 
-    def run(path, granularity, want_embedding, want_denoise, want_diarize, rejected=""):  # type: ignore[no-untyped-def]
+    def run(path, granularity, want_embedding, want_denoise, want_diarize, rejected):  # type: ignore[no-untyped-def]
         from tasks.audio import AudioError
 
         # bars, frame chart, segments table, result.json, embedding.npy (after the message and top)
         empty = (None, gr.update(value=None, visible=False), gr.update(value=None, visible=False), None, None)
-        if not path and rejected_upload_message(rejected):  # the page refused a file over the limit
-            return (_message(rejected_upload_message(rejected) or ""), "", *empty)
+        refused = None if path else rejected_upload_message(rejected)  # the page refused a file over the limit
+        if refused:
+            return (_message(refused), "", *empty)
         try:
             analysis = analyser.analyse(path, granularity=granularity, embedding=bool(want_embedding),
                                         denoise=bool(want_denoise), diarize=bool(want_diarize))
@@ -410,5 +411,5 @@ def launch_ui(*, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, config: Con
     return demo
 
 
-__all__ = ["build_ui", "launch_ui", "example_audio_path", "check_upload", "too_big_message", "Analyser", "Analysis",
-           "UIInputError", "MAX_UPLOAD_BYTES"]
+__all__ = ["build_ui", "launch_ui", "example_audio_path", "check_upload", "too_big_message", "rejected_upload_message",
+           "Analyser", "Analysis", "UIInputError", "MAX_UPLOAD_BYTES"]

@@ -156,7 +156,7 @@ def test_diarize_reports_progress_on_a_real_recording(shared_data: Path) -> None
     assert any(0 < d <= 220 for d in done) and any(220 < d < 830 for d in done)  # segmentation, embeddings
 
 
-# --------------------------------------------------------------------------- a pipeline run, not on a terminal
+# --------------------------------------------------------------------------- the flow's display
 class _Records(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.INFO)
@@ -166,6 +166,72 @@ class _Records(logging.Handler):
         self.messages.append(record.getMessage())
 
 
+class _Future:
+    """What the display reads of a Prefect future: its wrapped concurrent future."""
+
+    def __init__(self) -> None:
+        import concurrent.futures
+
+        self.wrapped_future: concurrent.futures.Future = concurrent.futures.Future()
+
+    def start(self) -> "_Future":
+        self.wrapped_future.set_running_or_notify_cancel()
+        return self
+
+    def finish(self) -> "_Future":
+        if not self.wrapped_future.running():
+            self.start()
+        self.wrapped_future.set_result(None)
+        return self
+
+
+@pytest.mark.parametrize("console", [False, True])
+def test_run_progress_names_running_recordings_with_stage_and_eta(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   console: bool) -> None:
+    import time
+    from types import SimpleNamespace
+
+    from flows.pipeline import _progress
+
+    monkeypatch.setenv("EMOFLOW_PROGRESS_INTERVAL_S", "0")
+    monkeypatch.setenv("EMOFLOW_PROGRESS", "1" if console else "0")
+    stderr = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    run_log = _Records()
+    logger = logging.getLogger("test-run-progress")
+    logger.addHandler(run_log)
+    logger.setLevel(logging.INFO)
+    jobs = [SimpleNamespace(recording_id="rec1"), SimpleNamespace(recording_id="rec2")]
+    order = ("load", "diarize", "emotion")
+    rec1 = [_Future().finish(), _Future().start(), _Future()]
+    rec2 = [_Future(), _Future(), _Future()]  # still queued: not named
+    stale = report_progress(out_dir=tmp_path, recording_id="rec1", stage="diarize", done=999, total=1000)
+    with _progress(jobs, order, out_dir=str(tmp_path), logger=logger) as progress:
+        assert not stale.exists()  # an earlier run's record is not shown as this run's
+        progress.update([rec1, rec2], settled=0, segments=0)
+        report_progress(out_dir=tmp_path, recording_id="rec1", stage="diarize", done=420, total=1000,
+                        started=time.time() - 50.7)
+        progress.update([rec1, rec2], settled=0, segments=0)
+        rec1[1].finish()
+        rec1[2].start()
+        progress.update([rec1, rec2], settled=0, segments=0)
+        rec1[2].finish()
+        progress.update([rec1, rec2], settled=1, segments=7)
+    assert not (tmp_path / ".emoflow" / "progress" / "rec1.json").exists()
+    logger.removeHandler(run_log)
+    if console:  # the rich bar, not plain lines
+        assert not run_log.messages and "1/2 recordings · 7 segments" in stderr.getvalue()
+        return
+    assert stderr.getvalue().splitlines() == run_log.messages
+    assert [re.sub(r" · \S+ elapsed$", "", m) for m in run_log.messages] == [
+        "emoflow: progress 0/2 recordings · rec1 diarize · 0 segments",
+        "emoflow: progress 0/2 recordings · rec1 diarize 42% (ETA 1m10s) · 0 segments",
+        "emoflow: progress 0/2 recordings · rec1 emotion · 0 segments",
+        "emoflow: progress 1/2 recordings · 7 segments",
+    ]
+
+
+# --------------------------------------------------------------------------- a pipeline run, not on a terminal
 def test_pipeline_logs_progress_lines_when_stderr_is_not_a_terminal(prefect_harness, tiny_model_dir: Path,
                                                                     shared_data: Path, tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
