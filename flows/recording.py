@@ -261,9 +261,11 @@ def run_diarize(job: RecordingJob) -> StageReport:
 
     def compute(tmp: Path) -> dict[str, Any]:
         from tasks.diarize import ANONYMOUS_URI, diarize, write_rttm
+        from tasks.progress import ProgressReporter
 
         audio = np.asarray(diarized_audio(job))
-        result = diarize(audio, recording_id=ANONYMOUS_URI, config=job.cfg.diarization)
+        progress = ProgressReporter(out_dir=job.out_dir, recording_id=job.recording_id, stage="diarize", unit="‰")
+        result = diarize(audio, recording_id=ANONYMOUS_URI, config=job.cfg.diarization, progress=progress)
         write_rttm(result.annotation, tmp / "diarization.rttm", uri=ANONYMOUS_URI)
         turns = [t.to_dict() for t in result.turns()]
         overlaps = [list(o) for o in result.overlaps()]
@@ -320,6 +322,7 @@ def run_emotion(job: RecordingJob) -> StageReport:
     def compute(tmp: Path) -> dict[str, Any]:
         from tasks.audio import compute_num_samples
         from tasks.emotion import get_emotion_model
+        from tasks.progress import ProgressReporter
 
         cfg = job.cfg
         indexed = [(i, s) for i, s in enumerate(read_segments(job)) if s.status == "ok"]
@@ -332,7 +335,8 @@ def run_emotion(job: RecordingJob) -> StageReport:
         # Batching policy (GPU: batch_seconds buckets; CPU: one clip per forward, faster there)
         # is the engine's, from cfg.emotion.
         model = get_emotion_model(cfg.emotion, max_s=cfg.segmentation.max_s)
-        results = model.analyse(clips) if clips else []
+        progress = ProgressReporter(out_dir=job.out_dir, recording_id=job.recording_id, stage="emotion", unit="s")
+        results = model.analyse(clips, progress=progress) if clips else []
         n = len(results)
         scores = np.stack([r.scores for r in results]).astype(np.float32) if n else np.zeros((0, 9), np.float32)
         emb = (np.stack([r.embedding for r in results]).astype(np.float32) if n

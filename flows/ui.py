@@ -12,12 +12,15 @@ directory contract; frame scores are inlined under ``frames.scores`` since there
 and ``embedding.npy`` ((D,) for one segment, (n, D) with diarization).
 
 Bad input (over 10 MB, not audio, corrupt, too short) produces a one-line message in the page,
-never a stack trace.
+never a stack trace. The 10 MB limit (``MAX_UPLOAD_BYTES``) is also the server's own upload limit:
+a larger upload is refused (HTTP 413) while it streams in, before it is stored, and the page checks
+the size before sending (:data:`REJECT_OVERSIZE_JS`), so its message appears without an upload.
 """
 
 from __future__ import annotations
 
 import html
+import json
 import logging
 import tempfile
 import threading
@@ -35,7 +38,8 @@ from tasks.storage import atomic_write_json, atomic_write_npy
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
-MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # the UI's upload limit: the page, the check and the server's own
+MAX_UPLOAD_MB = MAX_UPLOAD_BYTES // (1024 * 1024)
 ACCEPTED_EXTENSIONS = (".wav", ".mp3", ".m4a", ".flac", ".ogg")
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
@@ -62,17 +66,33 @@ def example_audio_path() -> Path | None:
     return None
 
 
+def too_big_message(name: str, size: int) -> str:
+    """The one-line message for a file over ``MAX_UPLOAD_BYTES``."""
+    return (f"{name} is {size / 1024 / 1024:.1f} MB: the limit is {MAX_UPLOAD_MB} MB. "
+            "Cut it shorter, or use `emoflow run` for long recordings.")
+
+
+def rejected_upload_message(payload: str | None) -> str | None:
+    """The message for a file the page refused to send (``{"name", "size"}`` JSON from
+    :data:`REJECT_OVERSIZE_JS`), or ``None`` when there is none."""
+    try:
+        info = json.loads(payload or "")
+        return too_big_message(Path(str(info["name"])).name, int(info["size"]))
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
 def check_upload(path: str | Path | None) -> Path:
     """Reject what the UI does not take (missing, > 10 MB, wrong extension) with a one-line message."""
     if path is None or str(path) == "":
-        raise UIInputError("No file: drop an audio file (WAV, MP3, M4A, FLAC or OGG, up to 10 MB) or load the example.")
+        raise UIInputError(f"No file: drop an audio file (WAV, MP3, M4A, FLAC or OGG, up to {MAX_UPLOAD_MB} MB) "
+                           "or load the example.")
     p = Path(path)
     if not p.is_file():
         raise UIInputError(f"{p.name}: the upload did not arrive, please try again.")
     size = p.stat().st_size
     if size > MAX_UPLOAD_BYTES:
-        raise UIInputError(f"{p.name} is {size / 1024 / 1024:.1f} MB: the limit is "
-                           f"{MAX_UPLOAD_BYTES // (1024 * 1024)} MB. Cut it shorter, or use `emoflow run` for long recordings.")
+        raise UIInputError(too_big_message(p.name, size))
     if p.suffix.lower() not in ACCEPTED_EXTENSIONS:
         raise UIInputError(f"{p.name}: not a supported audio file (expected "
                            f"{', '.join(e[1:].upper() for e in ACCEPTED_EXTENSIONS)}).")
@@ -200,6 +220,28 @@ class Analyser:
 
 
 # --------------------------------------------------------------------------------------- page
+REJECT_OVERSIZE_JS = """<script>
+// A file over the upload limit is not sent (the server would refuse it with HTTP 413): the page
+// puts its name and size in the hidden #rejected-upload box, whose change handler shows the message.
+(() => {
+  const limit = %d;
+  function guard(event, files) {
+    if (!(event.target instanceof Element) || !event.target.closest("#audio-input")) return;
+    const big = Array.from(files || []).find((f) => f.size > limit);
+    if (!big) return;
+    event.preventDefault();
+    event.stopImmediatePropagation();
+    if (event.type === "change") event.target.value = "";
+    const box = document.querySelector("#rejected-upload textarea, #rejected-upload input");
+    if (!box) return;
+    box.value = JSON.stringify({name: big.name, size: big.size, at: Date.now()});
+    box.dispatchEvent(new Event("input", {bubbles: true}));
+  }
+  document.addEventListener("change", (e) => guard(e, e.target.files), true);
+  document.addEventListener("drop", (e) => guard(e, e.dataTransfer && e.dataTransfer.files), true);
+})();
+</script>""" % MAX_UPLOAD_BYTES
+
 TEST_MODEL_HTML = ('<div id="test-model-banner" style="background:#b71c1c;color:#fff;padding:10px 14px;'
                    'border-radius:6px;font-weight:bold">⚠ TEST MODEL (random weights): the emotion scores on this '
                    "page are meaningless. Set <code>emotion.model</code> to a real emotion2vec+ model.</div>")
@@ -244,20 +286,27 @@ def build_ui(config: Config | str | Path | None = None, *, model: Any = None):
     counter = iter(range(1, 1 << 62))
     model_id = html.escape(str(getattr(analyser.model, "model_id", cfg.emotion.model)))
 
-    def on_upload(path: str | None) -> str:
+    def on_upload(path: str | None) -> tuple[str, str]:
         if not path:
-            return ""
+            return "", ""
         try:
             p = check_upload(path)
         except UIInputError as exc:
-            return _message(str(exc))
-        return _message(f"{p.name} ({p.stat().st_size / 1024:.0f} kB) ready: press Analyse.", "info")
+            return _message(str(exc)), ""
+        return _message(f"{p.name} ({p.stat().st_size / 1024:.0f} kB) ready: press Analyse.", "info"), ""
 
-    def run(path, granularity, want_embedding, want_denoise, want_diarize):  # type: ignore[no-untyped-def]
+    def on_rejected(payload: str):  # type: ignore[no-untyped-def]
+        text = rejected_upload_message(payload)  # none when on_upload clears the box: change nothing
+        return (_message(text), None) if text else (gr.update(), gr.update())
+
+    def run(path, granularity, want_embedding, want_denoise, want_diarize, rejected):  # type: ignore[no-untyped-def]
         from tasks.audio import AudioError
 
-        empty = (None, None, gr.update(value=None, visible=False), gr.update(value=None, visible=False),
-                 None, None)
+        # bars, frame chart, segments table, result.json, embedding.npy (after the message and top)
+        empty = (None, gr.update(value=None, visible=False), gr.update(value=None, visible=False), None, None)
+        refused = None if path else rejected_upload_message(rejected)  # the page refused a file over the limit
+        if refused:
+            return (_message(refused), "", *empty)
         try:
             analysis = analyser.analyse(path, granularity=granularity, embedding=bool(want_embedding),
                                         denoise=bool(want_denoise), diarize=bool(want_diarize))
@@ -310,8 +359,9 @@ def build_ui(config: Config | str | Path | None = None, *, model: Any = None):
             gr.HTML(TEST_MODEL_HTML)
         with gr.Row():
             with gr.Column(scale=1):
-                audio_in = gr.File(label="Audio file (WAV, MP3, M4A, FLAC, OGG; up to 10 MB): drop it here",
-                                   file_count="single", type="filepath", elem_id="audio-input")
+                audio_in = gr.File(label=f"Audio file (WAV, MP3, M4A, FLAC, OGG; up to {MAX_UPLOAD_MB} MB): "
+                                         "drop it here", file_count="single", type="filepath", elem_id="audio-input")
+                rejected = gr.Textbox("", visible="hidden", elem_id="rejected-upload")
                 example_btn = gr.Button("Load example audio", elem_id="example-button")
                 granularity = gr.Radio(["utterance", "frame"], value="utterance", label="Granularity",
                                        elem_id="granularity")
@@ -332,9 +382,10 @@ def build_ui(config: Config | str | Path | None = None, *, model: Any = None):
                 with gr.Row():
                     json_out = gr.File(label="result.json", elem_id="result-json", interactive=False)
                     emb_out = gr.File(label="embedding.npy", elem_id="embedding-npy", interactive=False)
-        audio_in.upload(on_upload, audio_in, message)
+        audio_in.upload(on_upload, audio_in, [message, rejected])
+        rejected.change(on_rejected, rejected, [message, audio_in])
         example_btn.click(load_example, None, [audio_in, message])
-        analyse_btn.click(run, [audio_in, granularity, want_emb, want_denoise, want_diarize],
+        analyse_btn.click(run, [audio_in, granularity, want_emb, want_denoise, want_diarize, rejected],
                           [message, top, bars, frame_chart, seg_table, json_out, emb_out])
     demo.emoflow_analyser = analyser  # type: ignore[attr-defined]
     demo.emoflow_theme = theme  # type: ignore[attr-defined]  # Gradio 6 takes the theme in launch()
@@ -353,10 +404,10 @@ def launch_ui(*, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, config: Con
     demo = build_ui(config, model=model)
     demo.queue(default_concurrency_limit=1)
     demo.launch(server_name=host, server_port=port, share=False, inbrowser=False, show_error=False,
-                prevent_thread_lock=not block, max_file_size="100mb", quiet=True,
-                theme=getattr(demo, "emoflow_theme", None))
+                prevent_thread_lock=not block, max_file_size=MAX_UPLOAD_BYTES, quiet=True,
+                theme=getattr(demo, "emoflow_theme", None), head=REJECT_OVERSIZE_JS)
     return demo
 
 
-__all__ = ["build_ui", "launch_ui", "example_audio_path", "check_upload", "Analyser", "Analysis", "UIInputError",
-           "MAX_UPLOAD_BYTES"]
+__all__ = ["build_ui", "launch_ui", "example_audio_path", "check_upload", "too_big_message", "rejected_upload_message",
+           "Analyser", "Analysis", "UIInputError", "MAX_UPLOAD_BYTES"]

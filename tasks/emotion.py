@@ -29,6 +29,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -472,7 +473,8 @@ class EmotionModel:
 
     # -- public --------------------------------------------------------------------------
     def analyse(self, clips: list[np.ndarray], *, batch_seconds: float | None = None,
-                keep_features: bool = False) -> list[SegmentEmotion]:
+                keep_features: bool = False,
+                progress: Callable[[float, float], None] | None = None) -> list[SegmentEmotion]:
         """Utterance scores, frame logits and embedding of each clip (16 kHz mono float32).
 
         Parameters
@@ -485,6 +487,9 @@ class EmotionModel:
             value below the longest clip's duration means one clip per forward.
         keep_features : bool
             Also return each clip's ``(T, D)`` frame features (for tests and diagnostics).
+        progress : callable, optional
+            Called as ``progress(done, total)`` in seconds of audio: once before the first
+            forward pass and after each batch (``done`` reaches ``total``).
 
         Raises
         ------
@@ -498,6 +503,9 @@ class EmotionModel:
             return []
         bs = self.batch_seconds if batch_seconds is None else float(batch_seconds)
         results: list[SegmentEmotion | None] = [None] * len(clips)
+        total_samples, done_samples = sum(c.size for c in clips), 0
+        if progress is not None:
+            progress(0.0, total_samples / SAMPLE_RATE)
         with self._lock, torch.inference_mode():
             for idx in self.buckets([c.size for c in clips], bs):
                 feats, frames = self._forward([clips[i] for i in idx])
@@ -512,6 +520,9 @@ class EmotionModel:
                         embedding=emb.float().cpu().numpy(),
                         features=x.float().cpu().numpy().copy() if keep_features else None,
                     )
+                done_samples += sum(clips[i].size for i in idx)
+                if progress is not None:
+                    progress(done_samples / SAMPLE_RATE, total_samples / SAMPLE_RATE)
         return results  # type: ignore[return-value]
 
 

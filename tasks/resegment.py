@@ -19,6 +19,8 @@ AMI debug.train 27.0 -> 26.9 % DER, debug.development 33.9 -> 24.1 %, LibriSpeec
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import torch
 from pyannote.core import Annotation, Segment
@@ -40,12 +42,19 @@ def _windows(start: float, end: float, window_s: float, hop_s: float) -> list[fl
 
 
 def window_embeddings(
-    audio: np.ndarray, regions: list[tuple[float, float]], *, embedding, window_s: float, hop_s: float
+    audio: np.ndarray,
+    regions: list[tuple[float, float]],
+    *,
+    embedding,
+    window_s: float,
+    hop_s: float,
+    progress: Callable[[float, float], None] | None = None,
 ) -> tuple[list[tuple[int, float]], np.ndarray]:
     """Unit-norm embeddings of windows tiling each region: ``([(region, start)], (n, D))``.
 
     The fbank of each region is computed once and sliced per window (Kaldi fbank is
-    frame-local, so a slice equals the fbank of the window's own samples).
+    frame-local, so a slice equals the fbank of the window's own samples). ``progress(done,
+    total)`` is called in windows, before the first batch and after each.
     """
     from tasks.speaker_embedding import FRAME_LENGTH, FRAME_SHIFT, fbank
 
@@ -53,6 +62,10 @@ def window_embeddings(
     index: list[tuple[int, float]] = []
     feats: list[torch.Tensor] = []
     chunks: list[np.ndarray] = []
+    total = sum(len(_windows(start, end, window_s, hop_s)) for start, end in regions)
+    embedded = 0
+    if progress is not None:
+        progress(0, total)
     for r, (start, end) in enumerate(regions):
         starts = _windows(start, end, window_s, hop_s)
         if not starts:
@@ -68,9 +81,14 @@ def window_embeddings(
             feats.append(window - window.mean(dim=0, keepdim=True))
             if len(feats) == BATCH:
                 chunks.append(embedding.embed_features(feats))
+                embedded += len(feats)
                 feats = []
+                if progress is not None:
+                    progress(embedded, total)
     if feats:
         chunks.append(embedding.embed_features(feats))
+    if progress is not None:
+        progress(total, total)
     dim = int(getattr(embedding, "dimension", 192))
     emb = np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
     norms = np.linalg.norm(emb, axis=1, keepdims=True)
@@ -85,6 +103,7 @@ def resegment(
     embedding,
     window_s: float = 1.0,
     hop_s: float = 0.25,
+    progress: Callable[[float, float], None] | None = None,
 ) -> tuple[Annotation, Annotation]:
     """Relabel the single-speaker speech of a diarization (see module doc).
 
@@ -98,6 +117,8 @@ def resegment(
         A speaker-embedding model with ``embed_features`` (:class:`tasks.speaker_embedding.CamPlusPlusEmbedding`).
     window_s, hop_s : float
         Window length and hop of the embeddings, seconds.
+    progress : callable, optional
+        ``progress(done, total)`` in embedded windows (see :func:`window_embeddings`).
 
     Returns
     -------
@@ -110,7 +131,12 @@ def resegment(
         return annotation, exclusive
     tracks = [(seg, str(lab)) for seg, _, lab in exclusive.itertracks(yield_label=True) if seg.duration > 0]
     index, emb = window_embeddings(
-        audio, [(seg.start, seg.end) for seg, _ in tracks], embedding=embedding, window_s=window_s, hop_s=hop_s
+        audio,
+        [(seg.start, seg.end) for seg, _ in tracks],
+        embedding=embedding,
+        window_s=window_s,
+        hop_s=hop_s,
+        progress=progress,
     )
     if len(index) == 0:
         return annotation, exclusive

@@ -8,7 +8,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flows.ui import MAX_UPLOAD_BYTES, Analyser, UIInputError, build_ui, check_upload, example_audio_path
+from flows.ui import (
+    MAX_UPLOAD_BYTES,
+    REJECT_OVERSIZE_JS,
+    Analyser,
+    UIInputError,
+    build_ui,
+    check_upload,
+    example_audio_path,
+    rejected_upload_message,
+)
 from tasks.audio import AudioError
 from tasks.config import Config
 from tasks.records import EMOTIONS
@@ -44,6 +53,44 @@ def test_check_upload_messages(tmp_path):
         check_upload(txt)
     with pytest.raises(UIInputError, match="No file"):
         check_upload(None)
+
+
+def test_page_refusal_gives_the_same_one_line_message():
+    """The page refuses a file over the limit before sending it; its handler shows check_upload's message."""
+    payload = json.dumps({"name": "C:\\fakepath/twelve_mb.wav", "size": 12 * 1024 * 1024, "at": 1})
+    assert rejected_upload_message(payload) == ("twelve_mb.wav is 12.0 MB: the limit is 10 MB. Cut it shorter, "
+                                                "or use `emoflow run` for long recordings.")
+    assert rejected_upload_message("") is None and rejected_upload_message('{"name": "a.wav"}') is None
+    assert f"const limit = {MAX_UPLOAD_BYTES};" in REJECT_OVERSIZE_JS
+
+
+def test_server_refuses_uploads_over_the_limit_at_the_door(tmp_path, monkeypatch):
+    """The server's own limit is the UI's 10 MB: a 12 MB POST is refused with 413 and nothing is kept."""
+    import socket
+
+    import httpx
+
+    from flows.ui import launch_ui
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "gradio"))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    demo = launch_ui(host="127.0.0.1", port=port, config=Config(), block=False, model=FakeEmotionModel())
+    url = f"http://127.0.0.1:{port}"
+    try:
+        upload_dir = Path(demo.server_app.uploaded_file_dir)
+        assert upload_dir == tmp_path / "gradio"
+        assert httpx.get(f"{url}/config", timeout=30).json()["max_file_size"] == MAX_UPLOAD_BYTES
+        big = b"RIFF" + bytes(12 * 1024 * 1024)
+        r = httpx.post(f"{url}/gradio_api/upload", files={"files": ("twelve_mb.wav", big, "audio/wav")}, timeout=60)
+        assert r.status_code == 413 and "maximum allowed size" in r.text
+        assert not [f for f in upload_dir.rglob("*") if f.is_file()]  # nothing of it was kept
+        small = b"RIFF" + bytes(MAX_UPLOAD_BYTES - 4)  # exactly the limit is accepted
+        r = httpx.post(f"{url}/gradio_api/upload", files={"files": ("ten_mb.wav", small, "audio/wav")}, timeout=60)
+        assert r.status_code == 200 and len(r.json()) == 1 and r.json()[0].endswith("ten_mb.wav")
+    finally:
+        demo.close()
 
 
 def test_random_bytes_are_not_audio(analyser, tmp_path, rng):
