@@ -13,7 +13,7 @@ A file that needs anything else is refused with :class:`UnsafeCheckpointError` (
 is executed); a corrupt, truncated or foreign file raises :class:`CheckpointLoadError`. Both are
 :class:`~tasks.models.ModelUnavailableError`, so the CLI reports them in one line and exits 2.
 
-pyannote's ``Model.from_pretrained`` unpickles with ``weights_only=False``; :func:`load_pyannote_model`
+pyannote's ``Model.from_pretrained`` unpickles without the weights-only restriction; :func:`load_pyannote_model`
 reads the file once, checks those bytes with the restricted unpickler, and hands pyannote the
 same checked bytes (never the path, which could change in between).
 """
