@@ -261,6 +261,38 @@ def _head(url: str, *, hub: str, timeout: float) -> int:
         return session.head(url, timeout=timeout, allow_redirects=False).status_code
 
 
+_NETWORK_CAUSES = (  # (text in an exception's class name or message, what to tell the user)
+    ("NameResolution", "host name not found"), ("Name or service not known", "host name not found"),
+    ("Temporary failure in name resolution", "host name not found"), ("ProxyError", "the proxy failed"),
+    ("Connection refused", "connection refused"), ("ConnectionRefused", "connection refused"),
+    ("Timeout", "timed out"), ("timed out", "timed out"), ("SSL", "TLS handshake failed"),
+)
+
+
+def network_cause(exc: BaseException) -> str:
+    """A few words on why a connection failed, from the exception and its causes (HTTP client
+    errors nest several levels deep and repeat the URL)."""
+    seen: list[BaseException] = []
+    node: BaseException | None = exc
+    while node is not None and node not in seen and len(seen) < 8:
+        seen.append(node)
+        node = node.__cause__ or node.__context__ or next((a for a in node.args if isinstance(a, BaseException)), None)
+    text = " ".join(f"{type(e).__name__} {e}" for e in seen)
+    return next((why for needle, why in _NETWORK_CAUSES if needle in text), _one_line(exc)[:120])
+
+
+def _via_proxy(url: str) -> str:
+    """`` via proxy P`` when the environment routes ``url`` through a proxy, else ``""``."""
+    import urllib.parse
+    import urllib.request
+
+    parts = urllib.parse.urlsplit(url)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if not proxy or urllib.request.proxy_bypass(parts.hostname or ""):
+        return ""
+    return f" via proxy {proxy}"
+
+
 def probe_endpoints(urls: list[str], *, hub: str, timeout: float = HUB_TIMEOUT_S) -> dict[str, str | None]:
     """Ask each URL at once; ``None`` for those that answered anything over HTTP (a 401 or a 404
     counts) within ``timeout`` seconds in all, else why not."""
@@ -270,7 +302,7 @@ def probe_endpoints(urls: list[str], *, hub: str, timeout: float = HUB_TIMEOUT_S
         try:
             _head(url, hub=hub, timeout=timeout)
         except Exception as exc:  # connection, proxy, TLS and timeout errors come in many types
-            answers[url] = _one_line(exc)
+            answers[url] = network_cause(exc) + _via_proxy(url)
         else:
             answers[url] = None
 

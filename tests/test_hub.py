@@ -227,7 +227,7 @@ def test_closed_port_is_unreachable_at_once(online: pytest.MonkeyPatch) -> None:
     t0 = time.monotonic()
     why = hub_unreachable_reason("huggingface")
     assert time.monotonic() - t0 < 3
-    assert why is not None and why.startswith(f"{url} cannot be reached (ConnectError")
+    assert why == f"{url} cannot be reached (connection refused)"
 
 
 def test_silent_endpoint_gives_up_within_the_timeout(online: pytest.MonkeyPatch) -> None:
@@ -303,3 +303,16 @@ def test_unreachable_hub_names_the_endpoint_and_the_fix(online: pytest.MonkeyPat
     assert "HF_ENDPOINT" in msg and "HTTPS_PROXY" in msg and "--set emotion.model=DIR" in msg
     assert f"{tmp_path / 'models' / CACHE_NAME} with an empty .emoflow-complete file" in msg
     assert not (tmp_path / "models").exists()
+
+
+def test_unreachable_reason_names_the_cause_and_the_proxy(online: pytest.MonkeyPatch) -> None:
+    """A user is told why in a few words, and which proxy the request went through."""
+    url = f"http://127.0.0.1:{closed_port()}"
+    online.setenv("HF_ENDPOINT", "http://emoflow-no-such-host.invalid")
+    assert hub_unreachable_reason("huggingface", timeout=2.0).endswith("(host name not found)")
+    online.setenv("HF_ENDPOINT", "http://example.org")
+    online.setenv("HTTP_PROXY", url)
+    online.delenv("NO_PROXY", raising=False)
+    online.delenv("no_proxy", raising=False)
+    why = hub_unreachable_reason("huggingface", timeout=2.0)
+    assert why is not None and why.endswith(f"via proxy {url})"), why
