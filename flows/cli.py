@@ -13,6 +13,8 @@ from typing import Optional
 
 import typer
 
+from tasks.errors import first_line
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -28,11 +30,6 @@ EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
 
 # No telemetry from the temporary Prefect server (and no error lines when offline).
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> None:
@@ -122,7 +119,7 @@ def ui(
     except OSError as exc:  # port taken, address not available
         _fail(f"cannot serve the UI on {host}:{port}: {exc.strerror or exc}")
     except (ValueError, RuntimeError) as exc:  # the model directory does not load
-        _fail(f"{cfg.emotion.model}: model failed to load: {_first_line(exc)}")
+        _fail(f"{cfg.emotion.model}: model failed to load: {first_line(exc, limit=300)}")
 
 
 @app.command()
@@ -135,7 +132,7 @@ def report(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None
     try:
         typer.echo(str(build_report(run_dir)))
     except (OSError, ValueError, KeyError, TypeError) as exc:  # a damaged run directory
-        _fail(f"{run_dir}: cannot build the report ({_first_line(exc)})")
+        _fail(f"{run_dir}: cannot build the report ({first_line(exc, limit=300)})")
 
 
 @app.command()
@@ -266,7 +263,7 @@ def main() -> None:
             raise
         log = _log_internal_error(exc)
         where = f"details in {log}" if log else "run with EMOFLOW_DEBUG=1 for details"
-        typer.echo(f"emoflow: error: internal error: {type(exc).__name__}: {_first_line(exc)} ({where}; "
+        typer.echo(f"emoflow: error: internal error: {type(exc).__name__}: {first_line(exc, limit=300)} ({where}; "
                    "please report it)", err=True)
         sys.exit(EXIT_INTERNAL)
 

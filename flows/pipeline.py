@@ -24,6 +24,7 @@ from prefect.states import State
 
 from flows.recording import STAGE_FUNCTIONS, STAGES, RecordingJob, StageReport, compute_keys, stage_dependencies
 from tasks.config import Config
+from tasks.errors import first_line
 from tasks.inputs import discover_inputs
 from tasks.records import Recording, assign_recording_ids
 from tasks.storage import atomic_write_json, sha256_file
@@ -97,7 +98,7 @@ def resolve_models(config: Config, *, load: bool = False) -> dict[str, dict[str,
         except ModelUnavailableError as exc:  # one line naming the file already
             raise RunError(str(exc)) from None
         except Exception as exc:  # loading errors are reported, not raised as tracebacks
-            raise RunError(f"model failed to load: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from None
+            raise RunError(f"model failed to load: {type(exc).__name__}: {first_line(exc, limit=300)}") from None
     return out
 
 
@@ -182,7 +183,7 @@ def _task_runner(config: Config):
 
 
 def _failure_row(job: RecordingJob, stage: str, exc: BaseException) -> dict[str, str]:
-    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    message = first_line(exc)
     if job.source_path not in message:
         message = f"{job.source_path}: {message}"
     return {"input": job.source_path, "stage": stage, "error": type(exc).__name__, "message": message[:500]}
@@ -438,7 +439,7 @@ def finalize(jobs: list[RecordingJob], outcomes: list[dict[str, Any]], run: dict
             summary.report = str(report_path.relative_to(out))
         except Exception as exc:  # a report problem must not lose the results
             failures.append({"input": str(out), "stage": "report", "error": type(exc).__name__,
-                             "message": f"{out}: report failed: {str(exc).splitlines()[0] if str(exc) else ''}"})
+                             "message": f"{out}: report failed: {first_line(exc)}"})
             write_failures(out, failures)
         summary.stage_s += time.perf_counter() - t0
     summary.wall_s = time.perf_counter() - run["t_start"]

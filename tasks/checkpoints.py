@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.models import ModelUnavailableError
+from tasks.errors import first_line
 
 STATE_KEYS = ("state_dict", "model_state_dict", "model")
 """Keys under which checkpoints nest their state dict (unwrapped in this order)."""
@@ -56,11 +57,6 @@ def convert_hint(path: str | os.PathLike[str]) -> str:
     )
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
-
-
 def _refusal(path: Path, exc: pickle.UnpicklingError, hint: str) -> CheckpointLoadError:
     """Turn the restricted unpickler's (multi-line) refusal into a one-line error."""
     text = str(exc)
@@ -71,7 +67,7 @@ def _refusal(path: Path, exc: pickle.UnpicklingError, hint: str) -> CheckpointLo
             f"loading it could run code, nothing was run); {hint}"
         )
     op = re.search(r"Unsupported operand (\d+)", text)
-    what = f"pickle opcode {op.group(1)} is not allowed" if op else _first_line(exc)
+    what = f"pickle opcode {op.group(1)} is not allowed" if op else first_line(exc, limit=200)
     return CheckpointLoadError(
         f"{path}: cannot read the checkpoint safely ({what}; nothing in it was run): it is corrupt or "
         "not a torch.save file; download it again"
@@ -121,9 +117,9 @@ def load_checkpoint(path: str | os.PathLike[str], *, data: bytes | None = None, 
         try:
             return load(data) if data is not None else load_file(str(name), device="cpu")
         except OSError as exc:
-            raise CheckpointLoadError(f"{name}: cannot read ({exc.strerror or _first_line(exc)})") from None
+            raise CheckpointLoadError(f"{name}: cannot read ({exc.strerror or first_line(exc, limit=200)})") from None
         except SafetensorError as exc:
-            raise CheckpointLoadError(f"{name}: cannot read the safetensors file ({_first_line(exc)}): "
+            raise CheckpointLoadError(f"{name}: cannot read the safetensors file ({first_line(exc, limit=200)}): "
                                       "it is corrupt or truncated; download it again") from None
     try:
         with torch.serialization.safe_globals(list(allowed or [])), warnings.catch_warnings():
@@ -139,9 +135,9 @@ def load_checkpoint(path: str | os.PathLike[str], *, data: bytes | None = None, 
     except pickle.UnpicklingError as exc:
         raise _refusal(name, exc, hint) from None
     except OSError as exc:
-        raise CheckpointLoadError(f"{name}: cannot read ({exc.strerror or _first_line(exc)})") from None
+        raise CheckpointLoadError(f"{name}: cannot read ({exc.strerror or first_line(exc, limit=200)})") from None
     except (RuntimeError, EOFError, ValueError, KeyError, IndexError, AttributeError, TypeError) as exc:
-        reason = "empty or truncated file" if isinstance(exc, EOFError) else _first_line(exc)
+        reason = "empty or truncated file" if isinstance(exc, EOFError) else first_line(exc, limit=200)
         raise CheckpointLoadError(f"{name}: cannot read the checkpoint ({reason}): it is corrupt, truncated "
                                   "or not a PyTorch/safetensors file; download it again") from None
 
@@ -252,7 +248,7 @@ def load_pyannote_model(path: str | os.PathLike[str]):
         model = Model.from_pretrained(io.BytesIO(data), map_location=torch.device("cpu"))
     except Exception as exc:  # pyannote/lightning raise many types for a bad architecture
         raise CheckpointLoadError(f"{f}: pyannote.audio could not build the model "
-                                  f"({type(exc).__name__}: {_first_line(exc)})") from None
+                                  f"({type(exc).__name__}: {first_line(exc, limit=200)})") from None
     if not isinstance(model, Model):
         raise CheckpointLoadError(f"{f}: pyannote.audio could not build the model")
     return model.eval()

@@ -36,6 +36,7 @@ import numpy as np
 from tasks.checkpoints import load_state
 from tasks.audio import SAMPLE_RATE, compute_num_samples
 from tasks.config import EmotionConfig
+from tasks.errors import first_line
 from tasks.models import ModelUnavailableError, ResolvedModel, find_checkpoint
 from tasks.models import resolve_device as _resolve_device
 from tasks.records import EMOTIONS, top_emotion
@@ -284,7 +285,7 @@ def build_meta_model(model_dir: Path) -> tuple[object, dict, list[str]]:
             model = cls(model_conf=cfg["model_conf"], vocab_size=len(tokens))
     except Exception as exc:  # a garbled model_conf fails inside funasr in many ways
         raise ModelFilesError(f"{model_dir / 'config.yaml'}: model_conf does not build emotion2vec "
-                              f"({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''})") from None
+                              f"({type(exc).__name__}: {first_line(exc, limit=160)})") from None
     if model.proj is None:
         raise ModelFilesError(f"{model_dir / 'config.yaml'}: the model has no classifier head")
     model.modality_encoders["AUDIO"].decoder = None

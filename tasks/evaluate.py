@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from tasks.errors import first_line
+
 COLUMNS = ["recording_id", "der", "missed", "false_alarm", "confusion", "missed_s", "false_alarm_s",
            "confusion_s", "reference_s"]
 
@@ -34,7 +36,7 @@ def _load_rttm(path: Path) -> dict:
     try:
         return read_rttm(path)  # file ids and labels stay strings ("0001" is not 1)
     except (ValueError, OSError, UnicodeDecodeError) as exc:
-        raise EvaluationError(f"{path}: not a valid RTTM file ({str(exc).splitlines()[0]})") from None
+        raise EvaluationError(f"{path}: not a valid RTTM file ({first_line(exc)})") from None
 
 
 def read_hypotheses(run_dir: str | Path) -> dict:

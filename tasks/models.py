@@ -31,6 +31,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
+from tasks.errors import first_line
+
 Kind = Literal["emotion", "segmentation", "embedding"]
 
 WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".onnx")
@@ -218,8 +220,8 @@ def _env_true(name: str) -> bool:
 
 
 def _one_line(exc: BaseException) -> str:
-    first = (str(exc).strip().splitlines() or [""])[0][:160]
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    first = first_line(exc, limit=160)
+    return type(exc).__name__ if first == type(exc).__name__ else f"{type(exc).__name__}: {first}"
 
 
 def hub_endpoints(hub: str) -> list[str]:

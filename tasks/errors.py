@@ -1,0 +1,10 @@
+"""The one-line form of an exception, as every user-facing error message quotes it."""
+
+from __future__ import annotations
+
+
+def first_line(exc: BaseException, *, limit: int | None = None) -> str:
+    """The first line of ``exc``'s message (at most ``limit`` characters), or its class name
+    when the message is empty."""
+    lines = str(exc).strip().splitlines()
+    return lines[0][:limit] if lines else type(exc).__name__
