@@ -25,7 +25,7 @@ from prefect.states import State
 from flows.recording import STAGE_FUNCTIONS, STAGES, RecordingJob, StageReport, compute_keys, stage_dependencies
 from tasks.config import Config
 from tasks.errors import first_line
-from tasks.inputs import discover_inputs
+from tasks.inputs import discover_inputs, input_failure
 from tasks.records import Recording, assign_recording_ids
 from tasks.storage import atomic_write_json, sha256_file
 
@@ -511,8 +511,7 @@ def prepare_run(inputs: list[str], *, config: Config, out_dir: str | os.PathLike
         try:
             readable.append((f, sha256_file(f)))
         except OSError as exc:
-            failures.append({"input": str(f), "stage": "load", "error": "UnreadableInputError",
-                             "message": f"{f}: cannot read file ({exc.strerror or exc})"})
+            failures.append(input_failure(str(f), f"cannot read file ({exc.strerror or exc})"))
     ids = assign_recording_ids([f.as_posix() for f, _ in readable])
     plain = config.to_plain()
     jobs = [RecordingJob(recording=Recording(recording_id=rid, source_path=str(f), sha256=sha), out_dir=str(out),

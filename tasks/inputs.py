@@ -21,7 +21,8 @@ def is_run_dir(path: str | os.PathLike[str]) -> bool:
     return (Path(path) / RUN_MARKER).is_dir()
 
 
-def _failure(path: str, message: str) -> dict[str, str]:
+def input_failure(path: str, message: str) -> dict[str, str]:
+    """The failures-table row of an input that cannot be read: ``<path>: <message>``."""
     return {"input": path, "stage": "load", "error": "UnreadableInputError", "message": f"{path}: {message}"}
 
 
@@ -63,23 +64,23 @@ def discover_inputs(inputs: list[str], *, extensions: list[str],
             st = os.stat(raw)
         except FileNotFoundError:
             reason = "broken symbolic link" if os.path.islink(raw) else "no such file or directory"
-            failures.append(_failure(raw, f"cannot read file ({reason})"))
+            failures.append(input_failure(raw, f"cannot read file ({reason})"))
             continue
         except OSError as exc:
-            failures.append(_failure(raw, f"cannot read file ({exc.strerror or exc})"))
+            failures.append(input_failure(raw, f"cannot read file ({exc.strerror or exc})"))
             continue
         if stat.S_ISDIR(st.st_mode):
             if os.path.realpath(raw) in excluded or is_run_dir(raw):
-                failures.append(_failure(raw, "is an emoflow run directory: not searched for inputs"))
+                failures.append(input_failure(raw, "is an emoflow run directory: not searched for inputs"))
                 continue
             files.extend(_walk(Path(raw), exts=exts, excluded=excluded, failures=failures))
         elif stat.S_ISREG(st.st_mode):
             if not os.access(raw, os.R_OK):
-                failures.append(_failure(raw, "cannot read file (permission denied)"))
+                failures.append(input_failure(raw, "cannot read file (permission denied)"))
             else:
                 files.append(Path(raw))
         else:
-            failures.append(_failure(raw, _not_regular(st.st_mode)))
+            failures.append(input_failure(raw, _not_regular(st.st_mode)))
     seen: set[str] = set()
     unique = []
     for f in files:
@@ -94,7 +95,7 @@ def _walk(root: Path, *, exts: set[str], excluded: set[str], failures: list[dict
     found: list[Path] = []
 
     def on_error(exc: OSError) -> None:
-        failures.append(_failure(str(exc.filename or root), f"cannot read folder ({exc.strerror or exc})"))
+        failures.append(input_failure(str(exc.filename or root), f"cannot read folder ({exc.strerror or exc})"))
 
     for folder, dirs, names in os.walk(root, onerror=on_error):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".")
@@ -107,7 +108,7 @@ def _walk(root: Path, *, exts: set[str], excluded: set[str], failures: list[dict
             try:
                 mode = os.stat(path).st_mode
             except OSError as exc:
-                failures.append(_failure(str(path), f"cannot read file ({exc.strerror or exc})"))
+                failures.append(input_failure(str(path), f"cannot read file ({exc.strerror or exc})"))
                 continue
             if stat.S_ISREG(mode):
                 found.append(path)
