@@ -22,7 +22,8 @@ from prefect import flow, task
 from prefect.futures import PrefectFuture
 from prefect.states import State
 
-from flows.recording import STAGE_FUNCTIONS, STAGES, RecordingJob, StageReport, compute_keys, stage_dependencies
+from flows.recording import STAGE_FUNCTIONS, RecordingJob, StageReport
+from tasks.stages import STAGES, compute_keys, stage_dependencies
 from tasks.config import Config
 from tasks.errors import first_line
 from tasks.inputs import discover_inputs, input_failure

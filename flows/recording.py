@@ -1,15 +1,16 @@
-"""The stages of one recording, as plain functions over keyed artefacts.
+"""The stages of one recording, orchestrated over keyed artefacts.
 
-Each ``run_<stage>(job)`` reuses the stage's artefact when its key is unchanged, otherwise
-reads the previous stage's artefact from disk, calls the stage function from ``tasks/``, and
-commits its own artefact atomically. They return a small :class:`StageReport`; the Prefect
-tasks in :mod:`flows.pipeline` are thin wrappers around them.
+Each ``run_<stage>(job)`` reuses the stage's artefact when its key is unchanged; otherwise it
+hands the stage function in ``tasks/`` the artefact folders it reads and a fresh folder to write,
+and commits that folder atomically. Every decision (which audio a stage hears, what is drilled,
+what is exported) is made in ``tasks/``, whose source is each stage's code version
+(:mod:`tasks.stages`); this module only picks folders. They return a small
+:class:`StageReport`; the Prefect tasks in :mod:`flows.pipeline` are thin wrappers around them.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -18,38 +19,14 @@ from typing import Any, Callable
 
 import numpy as np
 
-from tasks.artefacts import ArtefactStore, source_hash, stage_key
+from tasks import layout
+from tasks.artefacts import ArtefactStore, stage_key
 from tasks.config import Config
-from tasks.records import EmotionResult, Recording, Segment, Turn, segment_id
+from tasks.records import Recording, Segment
+from tasks.stages import STAGES, compute_keys, reuses_diarization_for_denoise, stage_dependencies
 
-SEGMENT_FIELDS = ("speaker", "start", "end", "status")
-"""What a segment artefact stores per segment (ids are derived when it is read)."""
-
-TASKS_DIR = Path(__file__).resolve().parent.parent / "tasks"
-# This module reads and writes every stage's artefact files, so its source is part of every
-# stage's code version (a change of artefact layout here must not reuse old artefacts).
-RECORDING_MODULE = Path(__file__).resolve()
-STAGES: tuple[str, ...] = ("load", "denoise", "diarize", "segment", "emotion", "screen", "export")
-# The modules whose source is each stage's code version.
-STAGE_MODULES: dict[str, tuple[str, ...]] = {
-    "load": ("audio.py",),
-    "denoise": ("denoise.py", "vad.py"),
-    "diarize": ("diarize.py", "speaker_embedding.py"),
-    "segment": ("segment.py",),
-    "emotion": ("emotion.py", "emotion_fast.py"),
-    "screen": ("screen.py",),
-    "export": ("export.py",),
-}
-# The config sections each stage reads.
-STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
-    "load": ("audio",),
-    "denoise": ("denoise",),
-    "diarize": ("diarization",),
-    "segment": ("segmentation",),
-    "emotion": ("emotion",),
-    "screen": ("screen", "drilldown"),
-    "export": ("export",),
-}
+__all__ = ["RecordingJob", "StageReport", "STAGES", "STAGE_FUNCTIONS", "compute_keys", "stage_dependencies",
+           "read_segments"]
 
 
 @dataclass(frozen=True)
@@ -97,8 +74,8 @@ class RecordingJob:
 
     @property
     def export_marker(self) -> str:
-        """What ``recordings/<id>/.export-key`` must say for the folder to be reused: the export
-        key and the names export writes (a renamed or moved input is exported anew)."""
+        """What the exported folder must be made from to be reused: the export key and the
+        names export writes (a renamed or moved input is exported anew)."""
         return stage_key(self.keys["export"], self.recording_id, self.source_path)
 
     @property
@@ -120,49 +97,6 @@ class StageReport:
         return asdict(self)
 
 
-def reuses_diarization_for_denoise(config: Config) -> bool:
-    """Whether the denoiser takes its speech regions from the diarization of the original audio
-    (instead of running the segmentation model a second time for voice activity)."""
-    return config.denoise.enabled and config.diarization.audio == "original"
-
-
-def stage_dependencies(config: Config) -> dict[str, tuple[str, ...]]:
-    """The stages whose artefacts each stage reads (its key includes theirs), in an order where
-    every stage comes after what it reads."""
-    diarized = "denoise" if config.diarization.audio == "denoised" else "load"
-    heard = "denoise" if config.emotion.audio == "denoised" else "load"
-    if reuses_diarization_for_denoise(config):
-        first = {"load": (), "diarize": ("load",), "denoise": ("load", "diarize")}
-    else:
-        first = {"load": (), "denoise": ("load",), "diarize": (diarized,)}
-    return {
-        **first,
-        "segment": ("diarize",),
-        "emotion": ("segment", heard),
-        "screen": ("emotion",),
-        "export": ("screen", "denoise"),  # SNR facts and denoised.wav come from denoise
-    }
-
-
-def compute_keys(*, sha256: str, config: Config, models: dict[str, dict[str, Any]]) -> dict[str, str]:
-    """The artefact key of every stage: the keys of what it reads (the input's content hash for
-    ``load``), its config sections, model checksums and code version.
-
-    So a change reruns exactly the stages downstream of it: ``screen.threshold`` reruns screen
-    and export; ``denoise.*`` reruns denoise, emotion (when it hears denoised audio), screen and
-    export, but not diarization of the original audio.
-    """
-    keys: dict[str, str] = {}
-    model_of = {"denoise": ("segmentation",), "diarize": ("segmentation", "embedding"), "emotion": ("emotion",)}
-    for stage, deps in stage_dependencies(config).items():
-        sections = {s: config.section_hash(s) for s in STAGE_SECTIONS[stage]}
-        model_shas = [models.get(m, {}).get("sha256", "") for m in model_of.get(stage, ())]
-        code = source_hash(*(TASKS_DIR / m for m in STAGE_MODULES[stage]), RECORDING_MODULE)
-        upstream = [keys[d] for d in deps] or [sha256]
-        keys[stage] = stage_key(stage, upstream, sections, model_shas, code)
-    return keys
-
-
 def _run(job: RecordingJob, stage: str, compute: Callable[[Path], dict[str, Any]]) -> StageReport:
     store, key = job.store, job.keys[stage]
     t0 = time.perf_counter()
@@ -182,232 +116,119 @@ def _run(job: RecordingJob, stage: str, compute: Callable[[Path], dict[str, Any]
     return StageReport(job.recording_id, stage, "computed", seconds, facts)
 
 
-def _json(path: Path, value: Any) -> None:
-    path.write_text(json.dumps(value, indent=1, ensure_ascii=False))
+def _progress(job: RecordingJob, stage: str, unit: str):  # type: ignore[no-untyped-def]
+    from tasks.progress import ProgressReporter
+
+    return ProgressReporter(out_dir=job.out_dir, recording_id=job.recording_id, stage=stage, unit=unit)
 
 
-def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text())
+def _reads(job: RecordingJob, stage: str) -> list[Path]:
+    """The artefact folders ``stage`` reads, in :func:`~tasks.stages.stage_dependencies` order."""
+    return [job.artefact(d) for d in stage_dependencies(job.cfg)[stage]]
 
 
-# ---------------------------------------------------------------------------------------------
-# load
-
-
-def run_load(job: RecordingJob) -> StageReport:
-    """Decode the input to 16 kHz mono float32 (``audio.npy`` + ``info.json``)."""
-    from tasks.audio import load_audio
-
-    def compute(tmp: Path) -> dict[str, Any]:
-        audio, info = load_audio(job.source_path, config=job.cfg.audio)
-        np.save(tmp / "audio.npy", audio)
-        _json(tmp / "info.json", {k: v for k, v in info.to_dict().items() if k != "path"})
-        return {"duration": info.duration, "silent": info.silent, "warnings": info.warnings,
-                "format": {k: getattr(info, k) for k in ("container", "codec", "sample_rate", "channels",
-                                                          "sample_format", "bits_per_sample", "header_duration")}}
-
-    return _run(job, "load", compute)
-
-
-def load_original(job: RecordingJob, *, mmap: bool = True) -> np.ndarray:
-    return np.load(job.artefact("load") / "audio.npy", mmap_mode="r" if mmap else None)
-
-
-def load_denoised(job: RecordingJob, *, mmap: bool = True) -> np.ndarray:
-    path = job.artefact("denoise") / "denoised.npy"
-    if not path.is_file():  # denoise disabled: the original passes through
-        return load_original(job, mmap=mmap)
-    return np.load(path, mmap_mode="r" if mmap else None)
-
-
-def diarized_audio(job: RecordingJob) -> np.ndarray:
-    """The audio diarization (and segment splitting) works on: ``diarization.audio``."""
-    return load_denoised(job) if job.cfg.diarization.audio == "denoised" else load_original(job)
-
-
-# ---------------------------------------------------------------------------------------------
-# denoise
-
-
-def run_denoise(job: RecordingJob) -> StageReport:
-    """Denoise (``denoised.npy``) and estimate SNR before and after."""
-
-    def compute(tmp: Path) -> dict[str, Any]:
-        cfg = job.cfg
-        if not cfg.denoise.enabled:
-            return {"method": "none", "snr_before_db": None, "snr_after_db": None}
-        from tasks.denoise import denoise
-
-        audio = load_original(job, mmap=False)
-        speech = None
-        if reuses_diarization_for_denoise(cfg):  # the diarization already knows where speech is
-            data = _read_json(job.artefact("diarize") / "turns.json")
-            speech = sorted((t["start"], t["end"]) for t in data["turns"])
-            speech += [tuple(o) for o in data["overlaps"]]
-            speech.sort()
-        clean, stats = denoise(audio, config=cfg.denoise, speech=speech)
-        np.save(tmp / "denoised.npy", clean.astype(np.float32, copy=False))
-        return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(stats).items()}
-
-    return _run(job, "denoise", compute)
-
-
-# ---------------------------------------------------------------------------------------------
-# diarize
-
-
-def run_diarize(job: RecordingJob) -> StageReport:
-    """Who spoke when: ``diarization.rttm`` (overlap-aware) and ``turns.json``."""
-
-    def compute(tmp: Path) -> dict[str, Any]:
-        from tasks.diarize import ANONYMOUS_URI, diarize, write_rttm
-        from tasks.progress import ProgressReporter
-
-        audio = np.asarray(diarized_audio(job))
-        progress = ProgressReporter(out_dir=job.out_dir, recording_id=job.recording_id, stage="diarize", unit="‰")
-        result = diarize(audio, recording_id=ANONYMOUS_URI, config=job.cfg.diarization, progress=progress)
-        write_rttm(result.annotation, tmp / "diarization.rttm", uri=ANONYMOUS_URI)
-        turns = [t.to_dict() for t in result.turns()]
-        overlaps = [list(o) for o in result.overlaps()]
-        _json(tmp / "turns.json", {"turns": turns, "overlaps": overlaps})
-        speakers = sorted({t["speaker"] for t in turns})
-        speech = sum(t["end"] - t["start"] for t in turns)
-        return {"speakers": speakers, "turns": len(turns), "speech_s": round(speech, 3),
-                "overlap_s": round(sum(e - s for s, e in overlaps), 3)}
-
-    return _run(job, "diarize", compute)
-
-
-# ---------------------------------------------------------------------------------------------
-# segment
-
-
-def run_segment(job: RecordingJob) -> StageReport:
-    """Single-speaker segments of ``min_s``–``max_s`` (``segments.json``)."""
-
-    def compute(tmp: Path) -> dict[str, Any]:
-        from tasks.segment import build_segments
-
-        data = _read_json(job.artefact("diarize") / "turns.json")
-        turns = [Turn.from_dict(t) for t in data["turns"]]
-        overlaps = [tuple(o) for o in data["overlaps"]]
-        audio = np.asarray(diarized_audio(job))
-        segments = build_segments(turns, recording_id=job.recording_id, config=job.cfg.segmentation,
-                                  overlaps=overlaps, audio=audio)
-        # stored without ids: read_segments names them after the recording that reads them
-        _json(tmp / "segments.json", [{k: s.to_dict()[k] for k in SEGMENT_FIELDS} for s in segments])
-        counts = {st: sum(1 for s in segments if s.status == st) for st in ("ok", "too_short", "overlap")}
-        facts: dict[str, Any] = {"segments": len(segments), **counts}
-        if not segments:
-            facts["note"] = "no speech found: zero segments"
-        return facts
-
-    return _run(job, "segment", compute)
+def audio_folder(job: RecordingJob, folder: Path) -> Path:
+    """``folder`` if it holds audio, else the load artefact (a denoise artefact with denoising
+    off holds none: the original passes through)."""
+    return folder if layout.has_audio(folder) else job.artefact("load")
 
 
 def read_segments(job: RecordingJob) -> list[Segment]:
     """The recording's segments, with ids of the recording as it is named in this run."""
-    rid = job.recording_id
-    return [Segment(segment_id=segment_id(rid, i), recording_id=rid, **s)
-            for i, s in enumerate(_read_json(job.artefact("segment") / "segments.json"))]
+    return layout.read_segments(job.artefact("segment"), recording_id=job.recording_id)
 
 
-# ---------------------------------------------------------------------------------------------
-# emotion
+def run_load(job: RecordingJob) -> StageReport:
+    """Decode the input to 16 kHz mono float32."""
+    from tasks.audio import compute_load
+
+    return _run(job, "load", lambda out: compute_load(source_path=job.source_path, config=job.cfg.audio, out=out))
+
+
+def run_denoise(job: RecordingJob) -> StageReport:
+    """Denoise and estimate SNR before and after."""
+    from tasks.denoise import compute_denoise
+
+    def compute(out: Path) -> dict[str, Any]:
+        reads = _reads(job, "denoise")
+        diarization = reads[1] if reuses_diarization_for_denoise(job.cfg) else None
+        return compute_denoise(original=reads[0], diarization=diarization, config=job.cfg.denoise, out=out)
+
+    return _run(job, "denoise", compute)
+
+
+def run_diarize(job: RecordingJob) -> StageReport:
+    """Who spoke when."""
+    from tasks.diarize import compute_diarization
+
+    return _run(job, "diarize", lambda out: compute_diarization(
+        audio=audio_folder(job, _reads(job, "diarize")[-1]), config=job.cfg.diarization, out=out,
+        progress=_progress(job, "diarize", "‰")))
+
+
+def run_segment(job: RecordingJob) -> StageReport:
+    """Single-speaker segments of ``min_s``–``max_s``."""
+    from tasks.segment import compute_segments
+
+    def compute(out: Path) -> dict[str, Any]:
+        diarization, audio = _reads(job, "segment")
+        return compute_segments(diarization=diarization, audio=audio_folder(job, audio),
+                                config=job.cfg.segmentation, out=out)
+
+    return _run(job, "segment", compute)
 
 
 def run_emotion(job: RecordingJob) -> StageReport:
     """One batched pass of the emotion model over the ``ok`` segments."""
+    from tasks.emotion import compute_emotion
 
-    def compute(tmp: Path) -> dict[str, Any]:
-        from tasks.audio import compute_num_samples
-        from tasks.emotion import get_emotion_model
-        from tasks.progress import ProgressReporter
-
-        cfg = job.cfg
-        indexed = [(i, s) for i, s in enumerate(read_segments(job)) if s.status == "ok"]
-        segments = [s for _, s in indexed]
-        audio = load_denoised(job) if cfg.emotion.audio == "denoised" else load_original(job)
-        sr = cfg.audio.sample_rate
-        clips = [np.asarray(audio[compute_num_samples(s.start, sample_rate=sr) :
-                                  compute_num_samples(s.end, sample_rate=sr)], dtype=np.float32)
-                 for s in segments]
-        # Batching policy (GPU: batch_seconds buckets; CPU: one clip per forward, faster there)
-        # is the engine's, from cfg.emotion.
-        model = get_emotion_model(cfg.emotion, max_s=cfg.segmentation.max_s)
-        progress = ProgressReporter(out_dir=job.out_dir, recording_id=job.recording_id, stage="emotion", unit="s")
-        results = model.analyse(clips, progress=progress) if clips else []
-        n = len(results)
-        scores = np.stack([r.scores for r in results]).astype(np.float32) if n else np.zeros((0, 9), np.float32)
-        emb = (np.stack([r.embedding for r in results]).astype(np.float32) if n
-               else np.zeros((0, model.embed_dim), np.float32))
-        lengths = [r.frame_logits.shape[0] for r in results]
-        logits = (np.concatenate([r.frame_logits for r in results]).astype(np.float32) if n
-                  else np.zeros((0, 9), np.float32))
-        np.save(tmp / "scores.npy", scores)
-        np.save(tmp / "embeddings.npy", emb)
-        np.save(tmp / "frame_logits.npy", logits)
-        np.save(tmp / "frame_offsets.npy", np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
-        _json(tmp / "segment_index.json", [i for i, _ in indexed])  # positions in segments.json
-        return {"segments": n, "seconds_of_audio": round(sum(c.size for c in clips) / sr, 3),
-                "model_sha256": model.sha256}
+    def compute(out: Path) -> dict[str, Any]:
+        segments, audio = _reads(job, "emotion")
+        return compute_emotion(segments=segments, audio=audio_folder(job, audio), config=job.cfg.emotion,
+                               max_s=job.cfg.segmentation.max_s, out=out, progress=_progress(job, "emotion", "s"))
 
     return _run(job, "emotion", compute)
 
 
-# ---------------------------------------------------------------------------------------------
-# screen + drill-down
-
-
 def run_screen(job: RecordingJob) -> StageReport:
     """Labels and confidences; frame curves and their summary for drilled segments."""
+    from tasks.screen import compute_screen
 
-    def compute(tmp: Path) -> dict[str, Any]:
-        from tasks.emotion import frame_scores_from_logits
-        from tasks.screen import is_drilled, summarise_curve
-
-        cfg = job.cfg
-        art = job.artefact("emotion")
-        scores = np.load(art / "scores.npy")
-        logits = np.load(art / "frame_logits.npy")
-        offsets = np.load(art / "frame_offsets.npy")
-        index = _read_json(art / "segment_index.json")
-        segments = read_segments(job)
-        rows, frames = [], {}
-        for i, pos in enumerate(index):
-            seg = segments[pos]
-            result = EmotionResult(seg.segment_id, tuple(float(v) for v in scores[i]))
-            drilled = cfg.drilldown.enabled and is_drilled(result.confidence, threshold=cfg.screen.threshold)
-            row: dict[str, Any] = {**result.to_dict(), "index": pos, "drilled": bool(drilled)}
-            del row["segment_id"]  # rows are keyed by position: the artefact holds no names
-            if drilled:
-                curve = frame_scores_from_logits(logits[offsets[i] : offsets[i + 1]],
-                                                 smooth_s=cfg.drilldown.smooth_s, hop_s=cfg.drilldown.frame_hop_s)
-                frames[str(pos)] = curve.astype(np.float32)
-                row["drilldown"] = summarise_curve(curve, hop_s=cfg.drilldown.frame_hop_s, offset_s=seg.start,
-                                                   min_run_s=cfg.drilldown.min_run_s)
-            rows.append(row)
-        _json(tmp / "screen.json", rows)
-        if frames:
-            np.savez(tmp / "frames.npz", **frames)
-        return {"screened": len(rows), "drilled": len(frames)}
+    def compute(out: Path) -> dict[str, Any]:
+        segments, emotion = _reads(job, "screen")
+        return compute_screen(segments=segments, emotion=emotion, screen=job.cfg.screen,
+                              drilldown=job.cfg.drilldown, out=out)
 
     return _run(job, "screen", compute)
 
 
-# ---------------------------------------------------------------------------------------------
-# export
-
-
 def run_export(job: RecordingJob) -> StageReport:
-    """Write the recording's contract files into ``recordings/<id>/``."""
-    from tasks.export import export_recording
+    """Write the recording's contract files into ``recordings/<id>/`` (reused, with its facts,
+    when the folder was made from the same artefacts under the same names)."""
+    from tasks.export import export_recording, exported_facts
 
     t0 = time.perf_counter()
-    marker = job.recording_dir / ".export-key"
-    if marker.is_file() and marker.read_text().strip() == job.export_marker:
-        return StageReport(job.recording_id, "export", "reused", time.perf_counter() - t0, {})
-    facts = export_recording(job)
+    folder, key = job.recording_dir, job.export_marker
+    facts = exported_facts(folder, key=key)
+    if facts is not None:
+        return StageReport(job.recording_id, "export", "reused", time.perf_counter() - t0, facts)
+    diarization, segment_dir, screen, emotion, denoise = _reads(job, "export")
+    segments = layout.read_segments(segment_dir, recording_id=job.recording_id)
+    art = layout.EmotionArtefact(emotion)
+    vectors = art.embeddings()
+
+    def embedding(pos: int) -> np.ndarray | None:
+        row = art.row(pos)
+        return None if row is None else vectors[row]
+
+    cfg = job.cfg
+    facts = export_recording(
+        recording=job.recording, folder=folder, key=key, rttm=layout.read_rttm_text(diarization),
+        segments=segments, results=layout.read_screen(screen, segments=segments),
+        curves=layout.read_frame_curves(screen), embeddings=embedding,
+        snr=job.store.meta("denoise", job.keys["denoise"]).get("facts", {}), model=job.models.get("emotion", {}),
+        config=cfg.export, threshold=cfg.screen.threshold, hop_s=cfg.drilldown.frame_hop_s,
+        denoised=lambda: layout.read_audio(audio_folder(job, denoise)))
     return StageReport(job.recording_id, "export", "computed", time.perf_counter() - t0, facts)
 
 

@@ -343,3 +343,16 @@ def write_wav(path: str | os.PathLike[str], audio: np.ndarray, *, sample_rate: i
     from tasks.storage import atomic_write_with
 
     return atomic_write_with(path, lambda tmp: sf.write(tmp, audio, sample_rate, subtype="PCM_16", format="WAV"))
+
+
+def compute_load(*, source_path: str | os.PathLike[str], config: AudioConfig, out: Path) -> dict[str, Any]:
+    """The load stage: decode ``source_path`` into the artefact folder ``out`` (16 kHz mono
+    ``audio.npy`` and the format facts); returns the stage's facts."""
+    from tasks import layout
+
+    audio, info = load_audio(source_path, config=config)
+    layout.write_audio(out, audio)
+    layout.write_json(out / layout.AUDIO_INFO, {k: v for k, v in info.to_dict().items() if k != "path"})
+    return {"duration": info.duration, "silent": info.silent, "warnings": info.warnings,
+            "format": {k: getattr(info, k) for k in ("container", "codec", "sample_rate", "channels",
+                                                      "sample_format", "bits_per_sample", "header_duration")}}

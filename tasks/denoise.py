@@ -33,6 +33,7 @@ import os
 import sys
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from functools import lru_cache
 from typing import Literal
 
@@ -342,3 +343,20 @@ def denoise(
         seconds=round(time.perf_counter() - t0, 4),
     )
     return y, stats
+
+
+def compute_denoise(*, original: Path, diarization: Path | None, config: DenoiseConfig, out: Path) -> dict:
+    """The denoise stage: ``denoised.npy`` in ``out`` from the load artefact ``original``; its
+    speech regions come from the diarization artefact when one is given (no second VAD pass).
+    Returns the stage's facts (method, SNR before and after, noise profile)."""
+    from tasks import layout
+
+    if not config.enabled:  # nothing stored: readers fall back to the original audio
+        return {"method": "none", "snr_before_db": None, "snr_after_db": None}
+    speech = None
+    if diarization is not None:
+        turns, overlaps = layout.read_turns(diarization)
+        speech = sorted([(t.start, t.end) for t in turns] + list(overlaps))
+    clean, stats = denoise(layout.read_audio(original, mmap=False), config=config, speech=speech)
+    layout.write_audio(out, clean, name=layout.DENOISED)
+    return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(stats).items()}

@@ -542,3 +542,19 @@ def parse_rttm(text: str, *, source: str = "<rttm>") -> dict[str, Annotation]:
         seg = Segment(start, start + dur)
         ann[seg, ann.new_track(seg)] = label
     return out
+
+
+def compute_diarization(*, audio: Path, config: DiarizationConfig, out: Path,
+                        progress: Callable[[float, float], None] | None = None) -> dict[str, Any]:
+    """The diarize stage: ``diarization.rttm`` (overlap-aware, neutral uri) and the turns and
+    overlaps (``turns.json``) of the audio in artefact folder ``audio``; returns the facts."""
+    from tasks import layout
+
+    result = diarize(np.asarray(layout.read_audio(audio)), recording_id=ANONYMOUS_URI, config=config,
+                     progress=progress)
+    write_rttm(result.annotation, out / layout.RTTM, uri=ANONYMOUS_URI)
+    turns, overlaps = result.turns(), result.overlaps()
+    layout.write_turns(out, turns, overlaps)
+    return {"speakers": sorted({t.speaker for t in turns}), "turns": len(turns),
+            "speech_s": round(sum(t.end - t.start for t in turns), 3),
+            "overlap_s": round(sum(e - s for s, e in overlaps), 3)}

@@ -39,7 +39,7 @@ from tasks.config import EmotionConfig
 from tasks.errors import first_line
 from tasks.models import ModelUnavailableError, ResolvedModel, find_checkpoint
 from tasks.models import resolve_device as _resolve_device
-from tasks.records import EMOTIONS, top_emotion
+from tasks.records import EMOTIONS, Segment, top_emotion
 
 log = logging.getLogger(__name__)
 
@@ -595,3 +595,51 @@ def get_emotion_model(config: EmotionConfig, *, max_s: float = DEFAULT_MAX_S) ->
         if em is None:
             em = _CACHE[key] = load_emotion_model(config, resolved=resolved, max_s=max_s)
     return em
+
+
+def score_segments(model: EmotionModel, *, audio: np.ndarray, segments: list[Segment],
+                   progress: Callable[[float, float], None] | None = None) -> list[SegmentEmotion]:
+    """One batched pass of ``model`` over ``segments``, each cut from ``audio`` by
+    :meth:`~tasks.records.Segment.cut`; results in the segments' order."""
+    return model.analyse([s.cut(audio) for s in segments], progress=progress) if segments else []
+
+
+def compute_emotion(*, segments: Path, audio: Path, config: EmotionConfig, max_s: float, out: Path,
+                    progress: Callable[[float, float], None] | None = None) -> dict:
+    """The emotion stage: scores, frame logits and embeddings of the ``ok`` segments of the
+    segment artefact, cut from the audio of artefact folder ``audio``; returns the facts."""
+    from tasks import layout
+
+    scored = [(i, s) for i, s in enumerate(layout.read_segments(segments, recording_id="recording"))
+              if s.status == "ok"]
+    # Batching policy (GPU: batch_seconds buckets; CPU: one clip per forward) is the engine's.
+    model = get_emotion_model(config, max_s=max_s)
+    results = score_segments(model, audio=layout.read_audio(audio), segments=[s for _, s in scored],
+                             progress=progress)
+    layout.write_emotion(out, positions=[i for i, _ in scored], results=results, embed_dim=model.embed_dim)
+    return {"segments": len(results), "seconds_of_audio": round(sum(s.duration for _, s in scored), 3),
+            "model_sha256": model.sha256}
+
+
+def analyse_whole(model: EmotionModel, audio: np.ndarray, *, max_clip_s: float) -> SegmentEmotion:
+    """One result for a whole recording, exact for any length.
+
+    Up to ``max_clip_s`` it is one forward pass; a longer recording is cut into equal windows
+    of whole emotion2vec frames (each <= ``max_clip_s``) whose frame logits are concatenated.
+    The classifier is linear on the mean frame feature, so the utterance logits are the mean of
+    all frame logits and the embedding the frame-weighted mean of the windows' embeddings.
+    """
+    n = len(audio)
+    windows = max(1, int(np.ceil(n / compute_num_samples(max_clip_s))))
+    if windows == 1:
+        return model.analyse([np.asarray(audio, np.float32)])[0]
+    step = int(np.ceil(n / windows / 320)) * 320  # whole frames (320 samples)
+    clips = [np.asarray(audio[i: i + step], np.float32) for i in range(0, n, step)]
+    if len(clips) > 1 and len(clips[-1]) < 400:  # below the model's window: join to the previous
+        clips[-2] = np.concatenate([clips[-2], clips.pop()])
+    parts = model.analyse(clips)
+    logits = np.concatenate([np.asarray(p.frame_logits, dtype=np.float32) for p in parts])
+    weights = np.array([len(p.frame_logits) for p in parts], dtype=np.float64)
+    emb = (np.stack([np.asarray(p.embedding, dtype=np.float64) for p in parts]) * weights[:, None]).sum(0)
+    return SegmentEmotion(scores=_softmax_rows(logits.astype(np.float64).mean(0)).astype(np.float32),
+                          frame_logits=logits, embedding=(emb / weights.sum()).astype(np.float32))

@@ -18,16 +18,14 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
-from tasks.records import EMOTIONS
+from tasks.config import ExportConfig
+from tasks.records import EMOTIONS, EmotionResult, Recording, Segment
 from tasks.storage import atomic_write_text, atomic_write_with
-
-if TYPE_CHECKING:
-    from flows.recording import RecordingJob
 
 SCORE_COLUMNS = [f"score_{e}" for e in EMOTIONS]
 TABLE_COLUMNS = [
@@ -83,8 +81,13 @@ def wants_embedding(policy: str, *, confidence: float, threshold: float) -> bool
     return False
 
 
-def segment_json(*, row: dict[str, Any], segment: Any, model: dict[str, Any], hop_s: float | None) -> dict[str, Any]:
-    """The segment result JSON (compatible with the Emotion2Vec+ WebUI's ``result.json``)."""
+def segment_json(*, result: EmotionResult, segment: Segment, model: dict[str, Any], hop_s: float | None,
+                 frames_file: str | None = None) -> dict[str, Any]:
+    """The segment result JSON (compatible with the Emotion2Vec+ WebUI's ``result.json``).
+
+    ``frames`` points to ``frames_file`` (default ``frames/<segment_id>.npy``) for a drilled
+    segment and is null otherwise; the UI writes the same document.
+    """
     out: dict[str, Any] = {
         "segment_id": segment.segment_id,
         "recording_id": segment.recording_id,
@@ -92,82 +95,144 @@ def segment_json(*, row: dict[str, Any], segment: Any, model: dict[str, Any], ho
         "start": round(segment.start, 3),
         "end": round(segment.end, 3),
         "granularity": "utterance",
-        "emotion": row["label"],
-        "confidence": round(row["confidence"], 6),
-        "scores": {e: round(float(s), 6) for e, s in zip(EMOTIONS, row["scores"])},
-        "frames": {"hop_s": hop_s, "file": f"frames/{segment.segment_id}.npy"} if row["drilled"] else None,
+        "emotion": result.label,
+        "confidence": round(result.confidence, 6),
+        "scores": {e: round(float(s), 6) for e, s in zip(EMOTIONS, result.scores)},
+        "frames": ({"hop_s": hop_s, "file": frames_file or f"frames/{segment.segment_id}.npy"}
+                   if result.drilled else None),
         "model": {"id": model.get("id"), "sha256": model.get("sha256")},
-        "drilled": row["drilled"],
+        "drilled": result.drilled,
     }
-    if row.get("drilldown"):
-        out["drilldown"] = row["drilldown"]
+    if result.drilldown:
+        out["drilldown"] = result.drilldown
     if model.get("is_test_model"):
         out["model"]["test_model"] = True
         out["warning"] = "scores from a randomly initialised TEST model: meaningless"
     return out
 
 
-def export_recording(job: "RecordingJob") -> dict[str, Any]:
-    """Write ``recordings/<id>/`` for one recording from its stage artefacts."""
-    from flows.recording import load_denoised, read_segments
-    from tasks.audio import write_wav
+def table_row(*, recording: Recording, segment: Segment, result: EmotionResult | None, model_sha256: str,
+              snr: dict[str, Any]) -> dict[str, Any]:
+    """A segment's row of ``segments.csv`` (unscored: label, confidence and scores null)."""
+    row: dict[str, Any] = {
+        "recording_id": recording.recording_id, "source_path": recording.source_path,
+        "segment_id": segment.segment_id, "speaker": segment.speaker, "start": round(segment.start, 3),
+        "end": round(segment.end, 3), "duration": round(segment.end - segment.start, 3), "label": None,
+        "confidence": np.nan, **{c: np.nan for c in SCORE_COLUMNS}, "drilled": False,
+        "embedding_exported": False, "model_sha256": model_sha256, "status": segment.status,
+        "snr_before_db": snr.get("snr_before_db"), "snr_after_db": snr.get("snr_after_db"),
+    }
+    if result is not None:
+        row.update({"label": result.label, "confidence": result.confidence, "drilled": result.drilled,
+                    **dict(zip(SCORE_COLUMNS, result.scores))})
+    return row
+
+
+EXPORT_RECORD = ".export.json"
+"""What an exported recording folder was made from (``key``) and what export wrote (``facts``)."""
+
+
+def exported_facts(folder: Path, *, key: str) -> dict[str, Any] | None:
+    """The facts of ``folder``'s export when it was made under ``key``, else None (export anew)."""
+    try:
+        record = json.loads((folder / EXPORT_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record.get("facts", {}) if isinstance(record, dict) and record.get("key") == key else None
+
+
+def export_recording(
+    *,
+    recording: Recording,
+    folder: Path,
+    key: str,
+    rttm: str,
+    segments: Sequence[Segment],
+    results: dict[int, EmotionResult],
+    curves: dict[int, np.ndarray],
+    embeddings: Callable[[int], np.ndarray | None],
+    snr: dict[str, Any],
+    model: dict[str, Any],
+    config: ExportConfig,
+    threshold: float,
+    hop_s: float,
+    denoised: Callable[[], np.ndarray] | None = None,
+) -> dict[str, Any]:
+    """Write ``folder`` (``recordings/<id>/``) for one recording from plain records.
+
+    A pure writer: it decides nothing about the results (``drilled`` and labels come with
+    ``results``), it only lays them out as the output contract says. The folder is built aside
+    and swapped in, and records ``key`` and the facts in :data:`EXPORT_RECORD` last.
+
+    Parameters
+    ----------
+    recording : Recording
+        Id and source path (the names the exported files carry).
+    folder : Path
+        ``<out>/recordings/<recording_id>``.
+    key : str
+        What the folder is made from (see :func:`exported_facts`).
+    rttm : str
+        The diarization RTTM (any uri: it is rewritten to the recording's id).
+    segments : sequence of Segment
+        Every segment of the recording, named.
+    results, curves : dict
+        By segment position: the screened results, and the frame curves of drilled segments.
+    embeddings : callable
+        ``embeddings(position)``: the segment's embedding, or None when it was not scored.
+    snr : dict
+        The denoise stage's facts (``snr_before_db``, ``snr_after_db``).
+    model : dict
+        The emotion model's id, sha256 and whether it is a test model.
+    config : ExportConfig
+        Which embeddings, whether the denoised audio.
+    threshold : float
+        ``screen.threshold`` (``export.embeddings: high_confidence`` keeps those at or above it).
+    hop_s : float
+        Hop of the frame curves.
+    denoised : callable, optional
+        Gives the denoised audio, when ``config.denoised_audio`` asks for it.
+    """
+    from tasks.audio import SAMPLE_RATE, write_wav
     from tasks.diarize import rename_rttm
 
-    cfg = job.cfg
-    final = job.recording_dir
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{job.recording_id}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.parent / f".{recording.recording_id}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     (tmp / "segments").mkdir(parents=True)
     try:
-        model = job.models.get("emotion", {})
-        denoise_facts = json.loads((job.artefact("denoise") / "meta.json").read_text())["facts"]
-        rttm = (job.artefact("diarize") / "diarization.rttm").read_text(encoding="utf-8")
-        (tmp / "diarization.rttm").write_text(rename_rttm(rttm, uri=job.recording_id), encoding="utf-8")
-        screen_dir = job.artefact("screen")
-        rows = {r["index"]: r for r in json.loads((screen_dir / "screen.json").read_text())}
-        frames = np.load(screen_dir / "frames.npz") if (screen_dir / "frames.npz").is_file() else {}
-        emb_dir = job.artefact("emotion")
-        emb_positions = json.loads((emb_dir / "segment_index.json").read_text())
-        embeddings = np.load(emb_dir / "embeddings.npy", mmap_mode="r")
-        emb_row = {pos: i for i, pos in enumerate(emb_positions)}
+        (tmp / "diarization.rttm").write_text(rename_rttm(rttm, uri=recording.recording_id), encoding="utf-8")
         table: list[dict[str, Any]] = []
         n_frames = n_emb = 0
-        for pos, seg in enumerate(read_segments(job)):
-            rec: dict[str, Any] = {
-                "recording_id": job.recording_id, "source_path": job.source_path, "segment_id": seg.segment_id,
-                "speaker": seg.speaker, "start": round(seg.start, 3), "end": round(seg.end, 3),
-                "duration": round(seg.end - seg.start, 3), "label": None, "confidence": np.nan,
-                **{c: np.nan for c in SCORE_COLUMNS}, "drilled": False, "embedding_exported": False,
-                "model_sha256": model.get("sha256", ""), "status": seg.status,
-                "snr_before_db": denoise_facts.get("snr_before_db"), "snr_after_db": denoise_facts.get("snr_after_db"),
-            }
-            row = rows.get(pos)
-            if row is not None:
-                rec.update({"label": row["label"], "confidence": row["confidence"], "drilled": row["drilled"],
-                            **dict(zip(SCORE_COLUMNS, row["scores"]))})
-                doc = segment_json(row=row, segment=seg, model=model,
-                                   hop_s=cfg.drilldown.frame_hop_s if row["drilled"] else None)
-                (tmp / "segments" / f"{seg.segment_id}.json").write_text(json.dumps(doc, indent=2, ensure_ascii=False))
-                if row["drilled"]:
+        for pos, seg in enumerate(segments):
+            result = results.get(pos)
+            rec = table_row(recording=recording, segment=seg, result=result, model_sha256=model.get("sha256", ""),
+                            snr=snr)
+            if result is not None:
+                doc = segment_json(result=result, segment=seg, model=model, hop_s=hop_s if result.drilled else None)
+                (tmp / "segments" / f"{seg.segment_id}.json").write_text(
+                    json.dumps(doc, indent=2, ensure_ascii=False), encoding="utf-8")
+                if result.drilled:
                     (tmp / "frames").mkdir(exist_ok=True)
-                    np.save(tmp / "frames" / f"{seg.segment_id}.npy", np.asarray(frames[str(pos)], np.float32))
+                    np.save(tmp / "frames" / f"{seg.segment_id}.npy", np.asarray(curves[pos], np.float32))
                     n_frames += 1
-                if wants_embedding(cfg.export.embeddings, confidence=row["confidence"], threshold=cfg.screen.threshold):
+                vector = embeddings(pos)
+                if vector is not None and wants_embedding(config.embeddings, confidence=result.confidence,
+                                                          threshold=threshold):
                     (tmp / "embeddings").mkdir(exist_ok=True)
-                    np.save(tmp / "embeddings" / f"{seg.segment_id}.npy",
-                            np.asarray(embeddings[emb_row[pos]], np.float32))
+                    np.save(tmp / "embeddings" / f"{seg.segment_id}.npy", np.asarray(vector, np.float32))
                     rec["embedding_exported"] = True
                     n_emb += 1
             table.append(rec)
         pd.DataFrame(table, columns=RECORDING_TABLE_COLUMNS).to_csv(tmp / "segments.csv", index=False)
-        if cfg.export.denoised_audio:
-            write_wav(tmp / "denoised.wav", np.asarray(load_denoised(job), np.float32), sample_rate=cfg.audio.sample_rate)
-        (tmp / ".export-key").write_text(job.export_marker + "\n")
-        _swap_in(tmp, final)
+        if config.denoised_audio and denoised is not None:
+            write_wav(tmp / "denoised.wav", np.asarray(denoised(), np.float32), sample_rate=SAMPLE_RATE)
+        facts = {"segments": len(table), "segment_json": len(results), "frames": n_frames, "embeddings": n_emb}
+        (tmp / EXPORT_RECORD).write_text(json.dumps({"key": key, "facts": facts}), encoding="utf-8")
+        _swap_in(tmp, folder)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return {"segments": len(table), "segment_json": len(rows), "frames": n_frames, "embeddings": n_emb}
+    return facts
 
 
 def _swap_in(tmp: Path, final: Path) -> None:

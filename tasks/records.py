@@ -14,6 +14,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import PurePosixPath
 from typing import Any, Literal, Sequence
 
+import numpy as np
+
+from tasks.audio import SAMPLE_RATE, compute_num_samples
+
 EMOTIONS: tuple[str, ...] = (
     "angry", "disgusted", "fearful", "happy", "neutral", "other", "sad", "surprised", "unknown",
 )
@@ -92,13 +96,27 @@ class Segment(_Record):
     def duration(self) -> float:
         return self.end - self.start
 
+    def sample_range(self, *, sample_rate: int = SAMPLE_RATE) -> tuple[int, int]:
+        """The segment's ``[first, end)`` samples at ``sample_rate`` (the one seconds → samples
+        rounding of emoflow, :func:`tasks.audio.compute_num_samples`)."""
+        return (compute_num_samples(self.start, sample_rate=sample_rate),
+                compute_num_samples(self.end, sample_rate=sample_rate))
+
+    def cut(self, audio: np.ndarray, *, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+        """This segment's clip of ``audio`` (the recording's samples) as float32."""
+        first, end = self.sample_range(sample_rate=sample_rate)
+        return np.asarray(audio[first:end], dtype=np.float32)
+
 
 @dataclass(frozen=True)
 class EmotionResult(_Record):
-    """The utterance-level emotion of one segment."""
+    """The utterance-level emotion of one segment; after the screen, whether it was drilled
+    down and the summary of its frame curve (:func:`tasks.screen.summarise_curve`)."""
 
     segment_id: str
     scores: tuple[float, ...]
+    drilled: bool = False
+    drilldown: dict[str, Any] | None = None
     label: str = field(init=False)
     confidence: float = field(init=False)
 
@@ -108,12 +126,16 @@ class EmotionResult(_Record):
         object.__setattr__(self, "confidence", confidence)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"segment_id": self.segment_id, "scores": list(self.scores), "label": self.label,
-                "confidence": self.confidence}
+        out: dict[str, Any] = {"segment_id": self.segment_id, "scores": list(self.scores), "label": self.label,
+                               "confidence": self.confidence, "drilled": self.drilled}
+        if self.drilldown is not None:
+            out["drilldown"] = self.drilldown
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "EmotionResult":
-        return cls(segment_id=data["segment_id"], scores=tuple(float(s) for s in data["scores"]))
+        return cls(segment_id=data["segment_id"], scores=tuple(float(s) for s in data["scores"]),
+                   drilled=bool(data.get("drilled", False)), drilldown=data.get("drilldown"))
 
 
 _ID_UNSAFE = re.compile(r"[^\w.-]+")  # \w is Unicode-aware: letters of any script stay

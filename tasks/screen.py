@@ -7,11 +7,13 @@ one dominant label, the times where the top label changes, and each label's peak
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from tasks.records import EMOTIONS
+from tasks.config import DrilldownConfig, ScreenConfig
+from tasks.records import EMOTIONS, EmotionResult, Segment
 
 
 def is_drilled(confidence: float, *, threshold: float) -> bool:
@@ -95,3 +97,69 @@ def summarise_curve(
         coverage[r["label"]] = coverage.get(r["label"], 0.0) + r["end"] - r["start"]
     dominant = max(coverage, key=lambda k: coverage[k])
     return {"runs": out_runs, "changes": changes, "peaks": peaks, "dominant": dominant}
+
+
+def screen_segments(
+    results: Sequence[EmotionResult],
+    *,
+    segments: Sequence[Segment],
+    positions: Sequence[int],
+    frame_logits: Callable[[int], np.ndarray],
+    screen: ScreenConfig,
+    drilldown: DrilldownConfig,
+) -> tuple[list[EmotionResult], dict[int, np.ndarray]]:
+    """Screen every scored segment and drill down into the unsure ones.
+
+    The one place that decides ``drilled``: a segment is drilled when drill-down is enabled and
+    its confidence is below ``screen.threshold`` (:func:`is_drilled`). Everyone else (export,
+    report, plots) reads that decision.
+
+    Parameters
+    ----------
+    results : sequence of EmotionResult
+        The emotion model's utterance results, one per scored segment (row ``i``).
+    segments : sequence of Segment
+        All the recording's segments; ``positions[i]`` is row ``i``'s segment.
+    positions : sequence of int
+        Position in ``segments`` of each result.
+    frame_logits : callable
+        ``frame_logits(i)`` gives row ``i``'s ``(T, 9)`` frame logits (read only when drilled).
+    screen, drilldown : ScreenConfig, DrilldownConfig
+        The threshold; whether and how to drill (smoothing, frame hop, shortest run).
+
+    Returns
+    -------
+    results : list of EmotionResult
+        The same results with ``drilled`` and, when drilled, ``drilldown`` (the curve summary,
+        times in the recording).
+    curves : dict
+        Segment position → ``(T', 9)`` float32 frame probabilities, for drilled segments.
+    """
+    out: list[EmotionResult] = []
+    curves: dict[int, np.ndarray] = {}
+    for i, (result, pos) in enumerate(zip(results, positions)):
+        if not (drilldown.enabled and is_drilled(result.confidence, threshold=screen.threshold)):
+            out.append(EmotionResult(result.segment_id, result.scores, drilled=False))
+            continue
+        from tasks.emotion import frame_scores_from_logits
+
+        curve = frame_scores_from_logits(frame_logits(i), smooth_s=drilldown.smooth_s, hop_s=drilldown.frame_hop_s)
+        curves[int(pos)] = curve.astype(np.float32)
+        summary = summarise_curve(curve, hop_s=drilldown.frame_hop_s, offset_s=segments[pos].start,
+                                  min_run_s=drilldown.min_run_s)
+        out.append(EmotionResult(result.segment_id, result.scores, drilled=True, drilldown=summary))
+    return out, curves
+
+
+def compute_screen(*, segments: Path, emotion: Path, screen: ScreenConfig, drilldown: DrilldownConfig,
+                   out: Path) -> dict[str, Any]:
+    """The screen stage: ``screen.json`` (results by segment position) and the drilled
+    segments' frame curves (``frames.npz``) from the segment and emotion artefacts."""
+    from tasks import layout
+
+    segs = layout.read_segments(segments, recording_id="recording")
+    art = layout.EmotionArtefact(emotion)
+    results, curves = screen_segments(art.results(segs), segments=segs, positions=art.positions,
+                                      frame_logits=art.frame_logits, screen=screen, drilldown=drilldown)
+    layout.write_screen(out, positions=art.positions, results=results, curves=curves)
+    return {"screened": len(results), "drilled": len(curves)}

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -274,3 +275,19 @@ def build_segments(
             continue
         out.append(Segment(segment_id(recording_id, len(out)), recording_id, spk, s3, e3, status))  # type: ignore[arg-type]
     return out
+
+
+def compute_segments(*, diarization: Path, audio: Path, config: SegmentationConfig, out: Path) -> dict:
+    """The segment stage: ``segments.json`` in ``out`` from the diarization artefact (split
+    points from the energy of the audio in artefact folder ``audio``); returns the facts."""
+    from tasks import layout
+
+    turns, overlaps = layout.read_turns(diarization)
+    segments = build_segments(turns, recording_id="recording", config=config, overlaps=overlaps,
+                              audio=np.asarray(layout.read_audio(audio)))
+    layout.write_segments(out, segments)  # stored without ids: readers name them
+    counts = {st: sum(1 for s in segments if s.status == st) for st in ("ok", "too_short", "overlap")}
+    facts: dict = {"segments": len(segments), **counts}
+    if not segments:
+        facts["note"] = "no speech found: zero segments"
+    return facts

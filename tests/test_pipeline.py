@@ -223,7 +223,7 @@ def test_killed_run_resumes_to_identical_results(prefect_harness, inputs: Path, 
     files = [str(inputs / "dev00.flac"), str(inputs / "trn00.mp3")]
     code = (
         "import sys; from flows.pipeline import prepare_run\n"
-        "from flows.recording import STAGE_FUNCTIONS, stage_dependencies\n"
+        "from flows.recording import STAGE_FUNCTIONS\nfrom tasks.stages import stage_dependencies\n"
         "from tasks.config import load_config\n"
         f"cfg = load_config({str(out / 'cfg.yaml')!r})\n"
         f"jobs, _ = prepare_run({files!r}, config=cfg, out_dir={str(out)!r})\n"
