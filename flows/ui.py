@@ -120,103 +120,138 @@ class Analysis:
 
 
 class Analyser:
-    """Holds the model (loaded once) and runs the stages for one file."""
+    """Holds the model (loaded once) and analyses one file per request.
 
-    def __init__(self, config: Config, model: Any = None) -> None:
+    With diarization the file goes through the flow's own stage functions
+    (:data:`flows.recording.STAGE_FUNCTIONS`, in :func:`tasks.stages.stage_dependencies` order)
+    into a private run folder, so it is diarized, segmented, screened and exported exactly as
+    ``emoflow run`` would with the same config: the page shows the exported segment JSON. The
+    folder doubles as a cache: the same file analysed again with other options reuses every stage
+    those options do not change. Without diarization the whole file is one segment.
+    """
+
+    def __init__(self, config: Config, model: Any = None, *, workdir: str | Path | None = None) -> None:
         self.config = config
         self._lock = threading.Lock()
+        self.models: dict[str, dict[str, Any]] = {}
         if model is None:
+            from flows.pipeline import resolve_models
             from tasks.emotion import get_emotion_model
 
+            self.models = resolve_models(config)  # the run's model records (ids, checksums), vetted
+            # the process-wide model: the flow's stages (clips <= segmentation.max_s) get the same one
             model = get_emotion_model(config.emotion, max_s=UI_MAX_CLIP_S)
         self.model = model
+        self._tmp = None if workdir is not None else tempfile.TemporaryDirectory(prefix="emoflow-ui-")
+        self.workdir = Path(workdir) if workdir is not None else Path(self._tmp.name)  # type: ignore[union-attr]
 
     @property
     def is_test_model(self) -> bool:
         return bool(getattr(self.model, "is_test_model", False))
 
+    @property
+    def model_info(self) -> dict[str, Any]:
+        """The emotion model's record, as a run's manifest has it."""
+        return self.models.get("emotion") or {"id": str(getattr(self.model, "model_id", "")),
+                                              "sha256": str(getattr(self.model, "sha256", "")),
+                                              "is_test_model": self.is_test_model}
+
+    def request_config(self, *, denoise: bool) -> Config:
+        """The run config of one request: the UI's config with the page's denoise choice."""
+        plain = self.config.to_plain()
+        plain["denoise"] = {**plain["denoise"], "enabled": bool(denoise)}
+        return Config.model_validate(plain)
+
     def analyse(self, path: str | Path, *, granularity: str = "utterance", embedding: bool = False,
                 denoise: bool = False, diarize: bool = False) -> Analysis:
-        from tasks.audio import SAMPLE_RATE, compute_num_samples, load_audio
-
         p = check_upload(path)
-        audio, info = load_audio(p, config=self.config.audio)
-        notes = list(info.warnings)
-        rid = make_recording_id(p.stem)
-        if denoise:
+        with self._lock:
+            if diarize:
+                analysis = self._analyse_diarized(p, config=self.request_config(denoise=denoise),
+                                                  frame_mode=granularity == "frame", embedding=embedding)
+                if analysis is not None:
+                    return analysis
+            return self._analyse_whole(p, config=self.request_config(denoise=denoise),
+                                       frame_mode=granularity == "frame", embedding=embedding,
+                                       notes=["diarization found no speech segment long enough: analysing the whole file"]
+                                       if diarize else [])
+
+    def _analyse_diarized(self, p: Path, *, config: Config, frame_mode: bool, embedding: bool) -> Analysis | None:
+        """The flow's stages over ``p``; None when no segment could be scored."""
+        from flows.recording import STAGE_FUNCTIONS, RecordingJob, read_segments
+        from tasks import layout
+        from tasks.emotion import frame_scores_from_logits
+        from tasks.records import Recording
+        from tasks.stages import compute_keys, stage_dependencies
+        from tasks.storage import sha256_file
+
+        sha = sha256_file(p)
+        models = {**self.models, "emotion": self.model_info}
+        job = RecordingJob(recording=Recording(make_recording_id(p.stem), str(p), sha), out_dir=str(self.workdir),
+                           config=config.to_plain(), keys=compute_keys(sha256=sha, config=config, models=models),
+                           models=models)
+        reports = {}
+        for stage in stage_dependencies(config):
+            reports[stage] = STAGE_FUNCTIONS[stage](job)
+        segments = read_segments(job)
+        notes = list(reports["load"].facts.get("warnings", []))
+        scored = [s for s in segments if s.status == "ok"]
+        if not scored:
+            return None
+        skipped = [{"segment_id": s.segment_id, "speaker": s.speaker, "start": round(s.start, 3),
+                    "end": round(s.end, 3), "status": s.status} for s in segments if s.status != "ok"]
+        if skipped:
+            notes.append(f"{len(skipped)} segment(s) not scored (too short or overlapped speech)")
+        folder = job.recording_dir
+        docs = [json.loads((folder / "segments" / f"{s.segment_id}.json").read_text(encoding="utf-8"))
+                for s in scored]
+        art = layout.EmotionArtefact(job.artefact("emotion"))
+        rows = [art.row(i) for i, s in enumerate(segments) if s.status == "ok"]
+        hop = config.drilldown.frame_hop_s
+        frames = []
+        if frame_mode:
+            for doc, row in zip(docs, rows):
+                fr = frame_scores_from_logits(art.frame_logits(row), smooth_s=config.drilldown.smooth_s, hop_s=hop)
+                frames.append(fr.astype(np.float32))
+                _inline_frames(doc, fr, hop)
+        emb = np.stack([np.asarray(art.embeddings()[r], np.float32) for r in rows]) if embedding else None
+        duration = float(reports["load"].facts.get("duration") or 0.0)
+        return Analysis(docs, emb, frames, hop, duration, notes, skipped)
+
+    def _analyse_whole(self, p: Path, *, config: Config, frame_mode: bool, embedding: bool,
+                       notes: list[str]) -> Analysis:
+        """The whole file as one segment (windows combined exactly: :func:`tasks.emotion.analyse_whole`)."""
+        from tasks.audio import SAMPLE_RATE, load_audio
+        from tasks.emotion import analyse_whole, frame_scores_from_logits
+        from tasks.export import segment_json
+        from tasks.records import EmotionResult, Segment, segment_id
+
+        audio, info = load_audio(p, config=config.audio)
+        notes = list(info.warnings) + notes
+        if config.denoise.enabled and config.emotion.audio == "denoised":
             from tasks.denoise import denoise as denoise_audio
 
-            audio, _stats = denoise_audio(audio, config=self.config.denoise)
-        spans: list[tuple[str, float, float]] = []
-        ids: list[str] = []
-        skipped: list[dict[str, Any]] = []
-        if diarize:
-            from tasks.diarize import diarize as diarize_audio
-            from tasks.segment import build_segments
-
-            result = diarize_audio(audio, recording_id=rid, config=self.config.diarization)
-            segments = build_segments(result.turns(), recording_id=rid, config=self.config.segmentation,
-                                      overlaps=result.overlaps(), audio=audio, sample_rate=SAMPLE_RATE)
-            spans = [(s.speaker, s.start, s.end) for s in segments if s.status == "ok"]
-            ids = [s.segment_id for s in segments if s.status == "ok"]
-            skipped = [{"segment_id": s.segment_id, "speaker": s.speaker, "start": round(s.start, 3),
-                        "end": round(s.end, 3), "status": s.status} for s in segments if s.status != "ok"]
-            if not spans:
-                notes.append("diarization found no speech segment long enough: analysing the whole file")
-            elif skipped:
-                notes.append(f"{len(skipped)} segment(s) not scored (too short or overlapped speech)")
-        with self._lock:
-            if spans:
-                clips = [audio[compute_num_samples(s): compute_num_samples(e)] for _, s, e in spans]
-                results = self.model.analyse(clips)
-            else:
-                spans, ids = [("SPEAKER_00", 0.0, len(audio) / SAMPLE_RATE)], [f"{rid}_0000"]
-                results = [self._whole_file(audio)]
-        frame_mode = granularity == "frame"
-        hop = self.config.drilldown.frame_hop_s
-        model_info = {"id": str(getattr(self.model, "model_id", "")), "sha256": str(getattr(self.model, "sha256", ""))}
-        docs, frames = [], []
-        for i, ((spk, s, e), r) in enumerate(zip(spans, results)):
-            scores = np.asarray(r.scores, dtype=float)
-            label, confidence = top_emotion(scores)
-            doc: dict[str, Any] = {
-                "segment_id": ids[i] if i < len(ids) else f"{rid}_{i:04d}", "recording_id": rid, "speaker": spk,
-                "start": round(s, 3), "end": round(e, 3), "granularity": granularity,
-                "emotion": label, "confidence": round(confidence, 6),
-                "scores": {k: round(float(v), 6) for k, v in zip(EMOTIONS, scores)},
-                "frames": None, "model": model_info,
-            }
-            if frame_mode:
-                fr = np.asarray(r.frame_scores(smooth_s=self.config.drilldown.smooth_s, hop_s=hop), dtype=np.float32)
-                frames.append(fr)
-                doc["frames"] = {"hop_s": hop, "labels": list(EMOTIONS),
-                                 "scores": [[round(float(x), 5) for x in row] for row in fr]}
-            if self.is_test_model:
-                doc["test_model"] = True
-            docs.append(doc)
-        emb = np.stack([np.asarray(r.embedding, dtype=np.float32) for r in results]) if embedding else None
-        return Analysis(docs, emb, frames, hop, len(audio) / SAMPLE_RATE, notes, skipped)
+            audio, _stats = denoise_audio(audio, config=config.denoise)
+        rid = make_recording_id(p.stem)
+        result = analyse_whole(self.model, audio, max_clip_s=float(getattr(self.model, "max_s", UI_MAX_CLIP_S)))
+        seg = Segment(segment_id(rid, 0), rid, "SPEAKER_00", 0.0, round(len(audio) / SAMPLE_RATE, 3))
+        doc = segment_json(result=EmotionResult(seg.segment_id, tuple(float(v) for v in result.scores)),
+                           segment=seg, model=self.model_info, hop_s=None)
+        hop = config.drilldown.frame_hop_s
+        frames = []
+        if frame_mode:
+            fr = frame_scores_from_logits(result.frame_logits, smooth_s=config.drilldown.smooth_s, hop_s=hop)
+            frames.append(fr.astype(np.float32))
+            _inline_frames(doc, fr, hop)
+        emb = np.asarray(result.embedding, np.float32)[None, :] if embedding else None
+        return Analysis([doc], emb, frames, hop, len(audio) / SAMPLE_RATE, notes, [])
 
 
-    def _whole_file(self, audio: np.ndarray):  # type: ignore[no-untyped-def]
-        """One result for the whole file (windows of <= UI_MAX_CLIP_S combined exactly, see above)."""
-        from tasks.audio import compute_num_samples
-        from tasks.emotion import SegmentEmotion, _softmax_rows
-
-        n = len(audio)
-        windows = max(1, int(np.ceil(n / compute_num_samples(UI_MAX_CLIP_S))))
-        if windows == 1:
-            return self.model.analyse([audio])[0]
-        step = int(np.ceil(n / windows / 320)) * 320  # whole emotion2vec frames (320 samples)
-        clips = [audio[i: i + step] for i in range(0, n, step)]
-        if len(clips) > 1 and len(clips[-1]) < 400:  # below the model's window: join to the previous
-            clips[-2] = np.concatenate([clips[-2], clips.pop()])
-        parts = self.model.analyse(clips)
-        logits = np.concatenate([np.asarray(p.frame_logits, dtype=np.float32) for p in parts])
-        weights = np.array([len(p.frame_logits) for p in parts], dtype=np.float64)
-        emb = (np.stack([np.asarray(p.embedding, dtype=np.float64) for p in parts]) * weights[:, None]).sum(0)
-        return SegmentEmotion(scores=_softmax_rows(logits.astype(np.float64).mean(0)),
-                              frame_logits=logits, embedding=(emb / weights.sum()).astype(np.float32))
+def _inline_frames(doc: dict[str, Any], frames: np.ndarray, hop_s: float) -> None:
+    """Frame mode: the document carries its frame scores (there is no run folder to point to)."""
+    doc["granularity"] = "frame"
+    doc["frames"] = {"hop_s": hop_s, "labels": list(EMOTIONS),
+                     "scores": [[round(float(x), 5) for x in row] for row in frames]}
 
 
 # --------------------------------------------------------------------------------------- page

@@ -577,22 +577,23 @@ def load_emotion_model(config: EmotionConfig, *, resolved: ResolvedModel | None 
     return em
 
 
-_CACHE: dict[tuple[str, str, str, bool, float], EmotionModel] = {}
+_CACHE: dict[tuple[str, str, str, bool], EmotionModel] = {}
 _CACHE_LOCK = threading.Lock()
 
 
 def get_emotion_model(config: EmotionConfig, *, max_s: float = DEFAULT_MAX_S) -> EmotionModel:
     """The process-wide model for ``config``: loaded once per worker process, then reused.
 
-    Keyed by (resolved path, sha256, device, fast_path, max_s).
+    Keyed by (resolved path, sha256, device, fast_path); a model loaded for clips up to a longer
+    ``max_s`` serves shorter ones too (the UI's 30 s model is the flow's 10 s model).
     """
     from tasks.models import resolve
 
     resolved = resolve(config.model, kind="emotion", hub=config.hub)
-    key = (resolved.path, resolved.sha256, resolve_device(config.device), config.fast_path, float(max_s))
+    key = (resolved.path, resolved.sha256, resolve_device(config.device), config.fast_path)
     with _CACHE_LOCK:
         em = _CACHE.get(key)
-        if em is None:
+        if em is None or em.max_s < float(max_s):
             em = _CACHE[key] = load_emotion_model(config, resolved=resolved, max_s=max_s)
     return em
 

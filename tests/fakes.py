@@ -45,5 +45,7 @@ class FakeEmotionModel:
         self._proj = rng.normal(size=(3, len(EMOTIONS))) * 2
         self._emb = rng.normal(size=(3, self.embed_dim))
 
-    def analyse(self, clips: list[np.ndarray]) -> list[FakeSegmentEmotion]:
+    max_s = 30.0
+
+    def analyse(self, clips: list[np.ndarray], **_: object) -> list[FakeSegmentEmotion]:
         return [FakeSegmentEmotion(np.asarray(c), self._proj, self._emb) for c in clips]

@@ -117,3 +117,13 @@ def test_export_reports_its_facts_when_reused(tmp_path: Path, short_recording: P
     table = np.genfromtxt(tmp_path / "recordings" / "short" / "segments.csv", delimiter=",", names=True,
                           dtype=None, encoding="utf-8")
     assert len(np.atleast_1d(table)) == f1["segments"]
+
+
+def test_tasks_never_import_flows() -> None:
+    import ast
+
+    for path in TASKS_DIR.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n == "flows" or n.startswith("flows.") for n in names), f"{path.name} imports {names}"

@@ -138,8 +138,9 @@ def test_build_ui_blocks(example):
 
 
 def test_diarize_option_scores_each_speaker_segment(analyser, shared_data, monkeypatch):
-    """Diarization → the flow's build_segments → one result per ok segment (diarizer stubbed by the AMI reference)."""
+    """Diarization → the flow's stages → one result per ok segment (diarizer stubbed by the AMI reference)."""
     import tasks.diarize
+    import tasks.emotion
     from pyannote.database.util import load_rttm
 
     from tasks.diarize import DiarizationResult
@@ -147,11 +148,12 @@ def test_diarize_option_scores_each_speaker_segment(analyser, shared_data, monke
     example = shared_data / "ami" / "dev00.flac"
     ref = load_rttm(str(shared_data / "ami" / "debug.development.rttm"))["dev00"]
 
-    def fake_diarize(audio, *, recording_id, config, sample_rate=16000):
+    def fake_diarize(audio, *, recording_id, config, sample_rate=16000, progress=None):
         ref.uri = recording_id
         return DiarizationResult(ref, ref.copy(), False)
 
     monkeypatch.setattr(tasks.diarize, "diarize", fake_diarize)
+    monkeypatch.setattr(tasks.emotion, "get_emotion_model", lambda config, max_s=10.0: analyser.model)
     a = analyser.analyse(example, granularity="utterance", embedding=True, diarize=True)
     speakers = {d["speaker"] for d in a.segments}
     assert speakers <= set(ref.labels()) and len(speakers) >= 2
@@ -159,6 +161,52 @@ def test_diarize_option_scores_each_speaker_segment(analyser, shared_data, monke
     for d in a.segments:
         assert 1.5 - 1e-6 <= d["end"] - d["start"] <= 10.0 + 1e-6
     assert {s["status"] for s in a.skipped} <= {"too_short", "overlap"}
+    framed = analyser.analyse(example, granularity="frame", diarize=True)  # reuses every stage
+    assert [d["segment_id"] for d in framed.segments] == [d["segment_id"] for d in a.segments]
+    assert all(d["granularity"] == "frame" and len(d["frames"]["scores"]) == len(f)
+               for d, f in zip(framed.segments, framed.frames))
+
+
+def test_ui_diarizes_the_flows_audio_and_writes_the_flows_segment_json(shared_data, tiny_model_dir, tmp_path,
+                                                                       monkeypatch):
+    """Denoising on, ``diarization.audio: original`` (the default): the UI and the flow both
+    diarize the original audio, and the UI shows exactly the flow's segment JSON documents."""
+    import soundfile as sf
+
+    import tasks.diarize
+    from flows.pipeline import prepare_run
+    from flows.recording import STAGE_FUNCTIONS
+    from tasks.audio import load_audio
+    from tasks.config import load_config
+    from tasks.stages import stage_dependencies
+
+    audio, sr = sf.read(shared_data / "ami" / "trn00.flac", dtype="float32")
+    path = tmp_path / "call.wav"
+    sf.write(path, audio[: 20 * sr], sr)
+    heard = []
+    real = tasks.diarize.diarize
+
+    def spy(audio, **kwargs):  # type: ignore[no-untyped-def]
+        heard.append(np.array(audio, copy=True))
+        return real(audio, **kwargs)
+
+    monkeypatch.setattr(tasks.diarize, "diarize", spy)
+    cfg = load_config(None, [f"emotion.model={tiny_model_dir}", "denoise.enabled=true", "screen.threshold=0.6"])
+    ui = Analyser(cfg, workdir=tmp_path / "ui")
+    shown = ui.analyse(path, granularity="utterance", denoise=True, diarize=True)
+
+    jobs, _run = prepare_run([str(path)], config=cfg, out_dir=tmp_path / "run")
+    for stage in stage_dependencies(cfg):
+        STAGE_FUNCTIONS[stage](jobs[0])
+    folder = tmp_path / "run" / "recordings" / "call"
+    flow_docs = {p.stem: json.loads(p.read_text()) for p in (folder / "segments").glob("*.json")}
+
+    assert len(heard) == 2  # one diarization each (the UI's own folder, the flow's run folder)
+    original = load_audio(path)[0]
+    np.testing.assert_array_equal(heard[0], original)
+    np.testing.assert_array_equal(heard[1], original)
+    assert shown.segments and {d["segment_id"]: d for d in shown.segments} == flow_docs
+    assert any(d["drilled"] for d in shown.segments) or all(d["confidence"] >= 0.6 for d in shown.segments)
 
 
 def test_long_file_is_windowed_and_combined(analyser, shared_data, tmp_path):
@@ -166,7 +214,7 @@ def test_long_file_is_windowed_and_combined(analyser, shared_data, tmp_path):
     import soundfile as sf
 
     from tasks.audio import load_audio
-    from tasks.emotion import _softmax_rows
+    from tasks.emotion import _softmax_rows, analyse_whole
 
     audio = np.concatenate([load_audio(shared_data / "ami" / f)[0] for f in ("dev00.flac", "dev01.flac", "trn00.flac")])
     audio = audio[: 70 * 16000]
@@ -176,7 +224,7 @@ def test_long_file_is_windowed_and_combined(analyser, shared_data, tmp_path):
     assert len(a.segments) == 1 and a.segments[0]["end"] == pytest.approx(70.0, abs=0.01)
     fr = a.frames[0]
     assert fr.shape[0] == pytest.approx(70 / 0.02, rel=0.01)
-    direct = analyser.model.analyse([audio[:23 * 16000]])[0]
-    whole = analyser._whole_file(np.asarray(load_audio(path)[0]))
+    whole = analyse_whole(analyser.model, np.asarray(load_audio(path)[0]), max_clip_s=30.0)
+    assert whole.frame_logits.shape[0] == pytest.approx(70 / 0.02, rel=0.01)
     np.testing.assert_allclose(whole.scores, _softmax_rows(whole.frame_logits.astype(np.float64).mean(0)), rtol=1e-5)
-    assert direct.frame_logits.shape[1] == 9
+    assert a.segments[0]["scores"]["happy"] == pytest.approx(float(whole.scores[3]), abs=1e-6)
