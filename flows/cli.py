@@ -109,12 +109,13 @@ def ui(
 ) -> None:
     """Start the single-file web UI."""
     cfg = _config(config, set_)
+    from flows.pipeline import RunError
     from flows.ui import launch_ui
     from tasks.models import ModelUnavailableError
 
     try:
         launch_ui(host=host, port=port, config=cfg)
-    except ModelUnavailableError as exc:
+    except (ModelUnavailableError, RunError) as exc:  # one line naming the model file at fault
         _fail(str(exc))
     except OSError as exc:  # port taken, address not available
         _fail(f"cannot serve the UI on {host}:{port}: {exc.strerror or exc}")

@@ -57,13 +57,16 @@ def check_models(models: dict[str, dict[str, Any]]) -> None:
     """
     from tasks.checkpoints import read_pyannote_checkpoint
     from tasks.emotion import check_emotion_model
+    from tasks.models import already_vetted, mark_vetted
     from tasks.speaker_embedding import check_campplus
 
-    check_emotion_model(models["emotion"]["path"])
-    if "segmentation" in models:
-        read_pyannote_checkpoint(models["segmentation"]["path"])
-    if "embedding" in models:
-        check_campplus(models["embedding"]["path"])
+    checks = {"emotion": check_emotion_model, "segmentation": read_pyannote_checkpoint, "embedding": check_campplus}
+    for kind, check in checks.items():
+        record = models.get(kind)
+        if record is None or already_vetted(kind, record):
+            continue
+        check(record["path"])
+        mark_vetted(kind, record)
 
 
 def resolve_models(config: Config, *, load: bool = False) -> dict[str, dict[str, Any]]:
@@ -251,15 +254,15 @@ class _RunProgress:
             self.bar.__exit__(*exc)
         clear_progress(out_dir=self.out_dir, recording_ids=[j.recording_id for j in self.jobs])
 
-    def update(self, chains: list[list[PrefectFuture]], *, settled: int, segments: int) -> None:
+    def update(self, chains: list[list[tuple[str, PrefectFuture]]], *, settled: int, segments: int) -> None:
         """Refresh the display; ``settled`` recordings have their outcome recorded (in order)."""
         from tasks.progress import describe_stage, progress_line, read_progress, stage_fraction
 
         now = time.time()
-        finished = settled + sum(all(_future_done(f) for f in chain) for chain in chains[settled:])
+        finished = settled + sum(all(_future_done(f) for _, f in chain) for chain in chains[settled:])
         active: dict[str, tuple[str, str, float | None]] = {}
         for job, chain in zip(self.jobs[settled:], chains[settled:]):
-            current = next(((s, f) for s, f in zip(self.order, chain) if not _future_done(f)), None)
+            current = next(((s, f) for s, f in chain if not _future_done(f)), None)
             if current is None or not _future_started(current[1]):
                 continue
             record = read_progress(out_dir=self.out_dir, recording_id=job.recording_id)
@@ -305,21 +308,24 @@ def emoflow_run(jobs: list[RecordingJob], run: dict[str, Any]) -> dict[str, Any]
     retries, delay = config.runner.retries, config.runner.retry_delay_s
     tasks_ = {s: t.with_options(retries=retries, retry_delay_seconds=delay) for s, t in STAGE_TASKS.items()}
     order = tuple(stage_dependencies(config))  # each stage after what it reads
-    chains: list[list[PrefectFuture]] = []
+    chains: list[list[tuple[str, PrefectFuture]]] = []
+    kept: list[list[dict[str, Any]]] = []  # reports of the leading stages an earlier run left on disk
     for job in jobs:
-        futures: list[PrefectFuture] = []
-        upstream = None
+        futures: list[tuple[str, PrefectFuture]] = []
+        reports, upstream = [], None
         for stage in order:
+            if not futures and _kept_report(job, stage, reports):
+                continue  # no task run for a stage whose output is on disk: a file check is enough
             upstream = tasks_[stage].submit(job, upstream)
-            futures.append(upstream)
+            futures.append((stage, upstream))
         chains.append(futures)
+        kept.append(reports)
     outcomes: list[dict[str, Any]] = []
     total_segments = 0
     with _progress(jobs, order, out_dir=run["out_dir"], logger=logger) as progress:
-        for job, futures in zip(jobs, chains):
-            reports: list[dict[str, Any]] = []
+        for job, futures, reports in zip(jobs, chains, kept):
             failure = None
-            for stage, fut in zip(order, futures):
+            for stage, fut in futures:
                 while not _future_done(fut):
                     fut.wait(timeout=POLL_S)
                     progress.update(chains, settled=len(outcomes), segments=total_segments)
@@ -346,6 +352,19 @@ def emoflow_run(jobs: list[RecordingJob], run: dict[str, Any]) -> dict[str, Any]
     except Exception as exc:  # artifacts are a convenience; never lose results over them
         logger.warning("could not publish Prefect artifacts: %s", exc)
     return summary.to_dict()
+
+
+def _kept_report(job: RecordingJob, stage: str, reports: list[dict[str, Any]]) -> bool:
+    """Report ``stage`` as reused without a task run when its output is on disk; False (run it
+    as a task) when it is not, or when reading what is kept fails."""
+    try:
+        if not job.reusable(stage):
+            return False
+        report = STAGE_FUNCTIONS[stage](job)
+    except Exception:  # noqa: BLE001 - the task run will compute it (and report any failure)
+        return False
+    reports.append(report.to_dict())
+    return True
 
 
 def _claim_run_dir(run: dict[str, Any], logger: Any) -> None:

@@ -82,6 +82,14 @@ class RecordingJob:
     def recording_dir(self) -> Path:
         return Path(self.out_dir) / "recordings" / self.recording_id
 
+    def reusable(self, stage: str) -> bool:
+        """Whether ``stage``'s output is already on disk under its key (a cheap file check)."""
+        if stage == "export":
+            from tasks.export import exported_facts
+
+            return exported_facts(self.recording_dir, key=self.export_marker) is not None
+        return self.store.get(stage, self.keys[stage]) is not None
+
 
 @dataclass
 class StageReport:

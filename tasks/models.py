@@ -548,3 +548,40 @@ def status(ref: str, kind: Kind) -> tuple[str, str]:
     except ModelUnavailableError:
         return "not downloaded", str(cache_dir_for(ref))
     return source, str(path)
+
+
+def _vetting_key(kind: str, record: dict[str, Any]) -> str:
+    """What a model's vetting depends on: its weights' sha256 and every file beside them (name,
+    size, mtime: config.yaml and tokens.txt are checked too)."""
+    from tasks.config import canonical_hash
+
+    path = Path(record["path"])
+    files = sorted(path.rglob("*")) if path.is_dir() else [path]
+    listing = [(str(f.relative_to(path)) if path.is_dir() else f.name, f.stat().st_size, f.stat().st_mtime_ns)
+               for f in files if f.is_file()]
+    return canonical_hash([kind, record.get("sha256", ""), str(path), listing])[:40]
+
+
+def _vetted_marker(kind: str, record: dict[str, Any]) -> Path:
+    return cache_root() / ".vetted" / _vetting_key(kind, record)
+
+
+def already_vetted(kind: str, record: dict[str, Any]) -> bool:
+    """Whether these exact model files passed vetting before (so a rerun does not vet them again)."""
+    try:
+        return bool(record.get("sha256")) and _vetted_marker(kind, record).is_file()
+    except OSError:
+        return False
+
+
+def mark_vetted(kind: str, record: dict[str, Any]) -> None:
+    """Remember that these exact model files passed vetting (best effort: a read-only cache only
+    means vetting again next time)."""
+    if not record.get("sha256"):
+        return
+    try:
+        marker = _vetted_marker(kind, record)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(f"{kind} {record.get('path')} {record.get('sha256')}\n", encoding="utf-8")
+    except OSError:
+        pass

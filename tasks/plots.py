@@ -6,8 +6,11 @@ Colours and emoji per emotion are fixed here so the report, the timeline PNGs an
 
 from __future__ import annotations
 
+import hashlib
 import io
-from typing import Iterable, Sequence
+import json
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -40,6 +43,73 @@ def png_bytes(fig: Figure, *, dpi: int = 100) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     return buf.getvalue()
+
+
+def _digest(value: Any, h: "hashlib._Hash") -> None:
+    """Feed ``value`` (frames, arrays, containers of them, plain values) into ``h``."""
+    if isinstance(value, (pd.DataFrame, pd.Series)):
+        names = value.columns if isinstance(value, pd.DataFrame) else [value.name]
+        h.update(json.dumps([str(c) for c in names]).encode())
+        h.update(pd.util.hash_pandas_object(value, index=True).to_numpy().tobytes())
+    elif isinstance(value, np.ndarray):
+        h.update(f"{value.dtype}{value.shape}".encode() + np.ascontiguousarray(value).tobytes())
+    elif isinstance(value, (list, tuple)):
+        h.update(b"[")
+        for v in value:
+            _digest(v, h)
+        h.update(b"]")
+    elif isinstance(value, dict):
+        for k in sorted(value):
+            h.update(str(k).encode())
+            _digest(value[k], h)
+    else:
+        h.update(json.dumps(value, default=str).encode())
+
+
+class PlotCache:
+    """PNG renders keyed by everything that draws them (their inputs and this module's source),
+    kept in ``folder``: a plot whose inputs did not change is not drawn again on a rerun.
+
+    :meth:`prune` removes the renders the last report did not use.
+    """
+
+    def __init__(self, folder: Path | None) -> None:
+        self.folder = folder
+        self.used: set[str] = set()
+        self.drawn = 0
+        self._code = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+
+    def png(self, name: str, inputs: Any, build: Callable[[], Figure]) -> bytes:
+        """The PNG of ``build()``, drawn only when no render of (``name``, ``inputs``) is kept."""
+        if self.folder is None:
+            self.drawn += 1
+            return png_bytes(build())
+        h = hashlib.sha256(f"{name}\0{self._code}\0".encode())
+        _digest(inputs, h)
+        key = h.hexdigest()[:32]
+        self.used.add(key)
+        path = self.folder / f"{key}.png"
+        try:
+            return path.read_bytes()
+        except OSError:
+            pass
+        png = png_bytes(build())
+        self.drawn += 1
+        from tasks.storage import atomic_write_bytes
+
+        try:
+            atomic_write_bytes(path, png)
+        except OSError:  # a read-only run folder: the report is still written elsewhere or fails there
+            pass
+        return png
+
+    def prune(self) -> None:
+        """Remove kept renders not used since this cache was made."""
+        if self.folder is None or not self.folder.is_dir():
+            return
+        for f in self.folder.glob("*.png"):
+            if f.stem not in self.used:
+                f.unlink(missing_ok=True)
 
 
 def _is_scored(seg: pd.DataFrame) -> pd.Series:

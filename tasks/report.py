@@ -39,7 +39,7 @@ from tasks.plots import (
     EMOTION_EMOJI,
     confidence_histogram_figure,
     frame_curves_figure,
-    png_bytes,
+    PlotCache,
     speaker_distribution,
     speaker_distribution_figure,
     timeline_figure,
@@ -270,7 +270,11 @@ nav a{margin-right:12px} audio{height:28px;width:240px}
 """
 
 
-def _recording_section(data: RunData, rid: str, cfg: ReportConfig) -> str:
+TIMELINE_COLUMNS = ["segment_id", "speaker", "start", "end", "status", "label", "confidence", "drilled"]
+"""What a timeline draws (its render is reused while these are unchanged)."""
+
+
+def _recording_section(data: RunData, rid: str, cfg: ReportConfig, plots: PlotCache) -> str:
     seg = data.segments[data.segments["recording_id"] == rid].sort_values("start")
     rec_dir = data.run_dir / "recordings" / rid
     duration = data.duration(rid)
@@ -283,8 +287,8 @@ def _recording_section(data: RunData, rid: str, cfg: ReportConfig) -> str:
         f"speakers: {_e(', '.join(sorted(seg['speaker'].unique())))}</p>"
     )
     # timeline (also written next to the recording's artefacts)
-    fig = timeline_figure(seg, recording_id=rid, duration=duration)
-    png = png_bytes(fig)
+    png = plots.png("timeline", [seg[[c for c in TIMELINE_COLUMNS if c in seg.columns]], rid, duration],
+                    lambda: timeline_figure(seg, recording_id=rid, duration=duration))
     if cfg.timeline_png:
         atomic_write_bytes(rec_dir / "timeline.png", png)
     parts.append("<h3>Timeline</h3>" + _img(png, f"timeline of {rid}", "plot timeline"))
@@ -292,7 +296,9 @@ def _recording_section(data: RunData, rid: str, cfg: ReportConfig) -> str:
     dist = speaker_distribution(seg)
     if len(dist):
         parts.append("<h3>Emotion distribution per speaker</h3>")
-        parts.append(_img(png_bytes(speaker_distribution_figure(dist, title=f"{rid}: share of speech time per emotion")),
+        title = f"{rid}: share of speech time per emotion"
+        parts.append(_img(plots.png("distribution", [dist, title],
+                                    lambda: speaker_distribution_figure(dist, title=title)),
                           f"emotion distribution per speaker in {rid}", "plot distribution"))
         present = [e for e in EMOTIONS if dist[e].any()]
         rows = [[_e(spk)] + [f'<span class="num">{dist.loc[spk, e] * 100:.0f}%</span>' for e in present]
@@ -326,7 +332,8 @@ def _recording_section(data: RunData, rid: str, cfg: ReportConfig) -> str:
     if curves:
         more = f" (the {len(curves)} lowest-confidence of {len(drilled)})" if len(drilled) > len(curves) else ""
         parts.append(f"<h3>Frame-level scores of drilled-down segments{more}</h3>")
-        parts.append(_img(png_bytes(frame_curves_figure(curves)), f"frame scores of drilled segments in {rid}",
+        parts.append(_img(plots.png("frames", curves, lambda: frame_curves_figure(curves)),
+                          f"frame scores of drilled segments in {rid}",
                           "plot frames"))
     elif len(drilled):
         parts.append('<p class="muted">Drilled-down segments have no frame scores on disk.</p>')
@@ -369,8 +376,10 @@ def _lowest_confidence_section(data: RunData, cfg: ReportConfig) -> str:
             f'<p class="muted">The segments the model is least sure about: listen to them first.</p>{body}</section>')
 
 
-def render_report(data: RunData, cfg: ReportConfig) -> str:
-    """The report HTML of a loaded run (writes each recording's timeline.png as a side effect)."""
+def render_report(data: RunData, cfg: ReportConfig, *, plots: PlotCache | None = None) -> str:
+    """The report HTML of a loaded run (writes each recording's timeline.png as a side effect);
+    plots come from ``plots`` when their inputs are unchanged."""
+    plots = plots if plots is not None else PlotCache(None)
     threshold = data.threshold
     seg = data.segments
     m = data.manifest
@@ -416,12 +425,14 @@ def render_report(data: RunData, cfg: ReportConfig) -> str:
     out.append(_lowest_confidence_section(data, cfg))
 
     out.append('<section id="confidence"><h2>Confidence histogram</h2>')
-    out.append(_img(png_bytes(confidence_histogram_figure(scored["confidence"], threshold=threshold, drilled=n_drilled)),
+    conf = scored["confidence"]
+    out.append(_img(plots.png("histogram", [conf, threshold, n_drilled],
+                              lambda: confidence_histogram_figure(conf, threshold=threshold, drilled=n_drilled)),
                     f"confidence histogram, threshold {threshold:g}, {n_drilled} drilled down", "plot histogram"))
     out.append("</section>")
 
     for rid in data.recordings:
-        out.append(_recording_section(data, rid, cfg))
+        out.append(_recording_section(data, rid, cfg, plots))
 
     # config and model facts
     out.append('<section id="config"><h2>Configuration and models</h2>')
@@ -476,5 +487,7 @@ def build_report(run_dir: str | Path, *, config: ReportConfig | None = None) -> 
             config = ReportConfig.model_validate(data.config.get("report") or {})
         except Exception:  # noqa: BLE001 - an old or foreign config: fall back to the defaults
             config = ReportConfig()
-    text = render_report(data, config)
+    plots = PlotCache(data.run_dir / ".emoflow" / "plots")
+    text = render_report(data, config, plots=plots)
+    plots.prune()
     return atomic_write_text(data.run_dir / "report.html", text)

@@ -205,18 +205,19 @@ def test_run_progress_names_running_recordings_with_stage_and_eta(tmp_path: Path
     order = ("load", "diarize", "emotion")
     rec1 = [_Future().finish(), _Future().start(), _Future()]
     rec2 = [_Future(), _Future(), _Future()]  # still queued: not named
+    chains = [list(zip(order, rec1)), list(zip(order, rec2))]
     stale = report_progress(out_dir=tmp_path, recording_id="rec1", stage="diarize", done=999, total=1000)
     with _progress(jobs, order, out_dir=str(tmp_path), logger=logger) as progress:
         assert not stale.exists()  # an earlier run's record is not shown as this run's
-        progress.update([rec1, rec2], settled=0, segments=0)
+        progress.update(chains, settled=0, segments=0)
         report_progress(out_dir=tmp_path, recording_id="rec1", stage="diarize", done=420, total=1000,
                         started=time.time() - 50.7)
-        progress.update([rec1, rec2], settled=0, segments=0)
+        progress.update(chains, settled=0, segments=0)
         rec1[1].finish()
         rec1[2].start()
-        progress.update([rec1, rec2], settled=0, segments=0)
+        progress.update(chains, settled=0, segments=0)
         rec1[2].finish()
-        progress.update([rec1, rec2], settled=1, segments=7)
+        progress.update(chains, settled=1, segments=7)
     assert not (tmp_path / ".emoflow" / "progress" / "rec1.json").exists()
     logger.removeHandler(run_log)
     if console:  # the rich bar, not plain lines
