@@ -25,6 +25,8 @@ models_app = typer.Typer(no_args_is_help=True, help="List, fetch and verify the 
 evaluate_app = typer.Typer(no_args_is_help=True, help="Score a run against references.")
 app.add_typer(models_app, name="models")
 app.add_typer(evaluate_app, name="evaluate")
+speakers_app = typer.Typer(no_args_is_help=True, help="Enrol, list and remove known speakers' voiceprints.")
+app.add_typer(speakers_app, name="speakers")
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
 
@@ -231,6 +233,68 @@ def models_verify(
         _fail(str(exc))
     for name, facts in models.items():
         typer.echo(f"{name:<13} {facts['id']:<52} sha256={facts['sha256'][:16]}… {facts['path']}")
+
+
+_SPEAKERS_HELP = "Speakers directory (default $EMOFLOW_SPEAKERS_DIR or ~/.local/share/emoflow/speakers)."
+
+
+@speakers_app.command("enroll")
+def speakers_enroll(
+    name: str = typer.Argument(..., help="The speaker's name (any language; no path separators)."),
+    files: list[Path] = typer.Argument(..., help="Recordings of that person alone."),
+    speakers: Optional[Path] = typer.Option(None, "--speakers", help=_SPEAKERS_HELP),
+) -> None:
+    """Store (or replace) NAME's voiceprint: the CAM++ embedding of the speech in FILES."""
+    from tasks.audio import AudioError
+    from tasks.models import ModelUnavailableError
+    from tasks.speakers import SpeakerError, check_name, default_store, enroll
+
+    store = speakers or default_store()
+    try:
+        check_name(name)  # before decoding anything
+        if store.exists() and not store.is_dir():
+            _fail(f"{store}: not a speakers directory (a file)")
+        vp = enroll(name, [str(f) for f in files], store=store)
+    except (SpeakerError, AudioError, ModelUnavailableError) as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"{store}: cannot write the speakers directory ({exc.strerror or exc})")
+    typer.echo(f"{vp.name}: enrolled from {len(vp.sources)} file(s), {vp.speech_s:.1f} s of speech → {store}")
+
+
+@speakers_app.command("list")
+def speakers_list(speakers: Optional[Path] = typer.Option(None, "--speakers", help=_SPEAKERS_HELP)) -> None:
+    """Enrolled speakers: name, seconds of speech, files, date."""
+    from tasks.speakers import SpeakerError, default_store, list_voiceprints
+
+    store = speakers or default_store()
+    try:
+        prints = list_voiceprints(store=store)
+    except SpeakerError as exc:
+        _fail(str(exc))
+    if not prints:
+        typer.echo(f"no speakers enrolled in {store}")
+        return
+    for vp in prints:
+        typer.echo(f"{vp.name}\t{vp.speech_s:.1f} s\t{len(vp.sources)} file(s)\t{vp.created}")
+
+
+@speakers_app.command("remove")
+def speakers_remove(
+    name: str = typer.Argument(..., help="An enrolled speaker's name."),
+    speakers: Optional[Path] = typer.Option(None, "--speakers", help=_SPEAKERS_HELP),
+) -> None:
+    """Delete NAME's voiceprint."""
+    from tasks.speakers import SpeakerError, default_store, remove
+
+    store = speakers or default_store()
+    try:
+        remove(name, store=store)
+    except SpeakerError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"{store}: cannot remove {name} ({exc.strerror or exc})")
+    typer.echo(f"{name}: removed from {store}")
 
 
 EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug, not the user's input

@@ -1,4 +1,5 @@
-"""Load any audio file as 16 kHz mono float32.
+"""Load any audio file as 16 kHz mono float32 (:func:`load_audio`), or as 16 kHz float32 with
+its channels kept apart (:func:`load_channels`, for recordings with one speaker per channel).
 
 Decoding goes through ffmpeg (``ffprobe`` for the source's facts, ``ffmpeg`` streaming raw
 float32 at the source's own rate and channel count). Channels are averaged, then resampled
@@ -229,6 +230,46 @@ def load_audio(
     AudioError
         One subclass per cause; the message names the file.
     """
+    return _decode(path, config=config, keep_channels=False)
+
+
+def load_channels(
+    path: str | os.PathLike[str], *, config: AudioConfig | None = None
+) -> tuple[np.ndarray, AudioInfo]:
+    """Decode ``path`` to 16 kHz float32 in [-1, 1], one row per channel of the source.
+
+    The same decoding as :func:`load_audio` (any format and rate, odd file names, the same
+    checks and errors), without averaging the channels: a mono file gives one row, a stereo
+    (or dual-mono) file two. The mean of the rows equals :func:`load_audio`'s output (up to
+    float rounding). Memory is the output's size: ``channels * n * 4`` bytes.
+
+    Parameters
+    ----------
+    path : path-like
+        Any audio file ffmpeg can decode.
+    config : AudioConfig, optional
+        Duration limits, silence threshold and the truncation policy.
+
+    Returns
+    -------
+    channels : np.ndarray, shape (channels, n), float32
+    info : AudioInfo
+        Format facts of the source (``info.channels`` is the source's channel count) and the
+        true decoded duration; level figures are over all channels.
+
+    Raises
+    ------
+    AudioError
+        One subclass per cause; the message names the file.
+    """
+    return _decode(path, config=config, keep_channels=True)
+
+
+def _decode(
+    path: str | os.PathLike[str], *, config: AudioConfig | None, keep_channels: bool
+) -> tuple[np.ndarray, AudioInfo]:
+    """:func:`load_audio` (``keep_channels=False``: (n,) mono) or :func:`load_channels`
+    (``True``: (channels, n))."""
     cfg = config or AudioConfig()
     p = Path(path)
     facts = probe(p)
@@ -247,7 +288,9 @@ def load_audio(
         "-f", "f32le", "-acodec", "pcm_f32le", "-ar", str(sr_in), "-ac", str(channels), "pipe:1",
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    resampler = soxr.ResampleStream(sr_in, SAMPLE_RATE, 1, dtype="float32", quality="HQ") if sr_in != SAMPLE_RATE else None
+    out_channels = channels if keep_channels else 1
+    resampler = (soxr.ResampleStream(sr_in, SAMPLE_RATE, out_channels, dtype="float32", quality="HQ")
+                 if sr_in != SAMPLE_RATE else None)
     frame_bytes = 4 * channels
     block = frame_bytes * max(sr_in, 1)  # one second of input per read
     pieces: list[np.ndarray] = []
@@ -268,10 +311,14 @@ def load_audio(
             if n_in > max_in_samples:
                 too_long = True
                 break
-            mono = frames.mean(axis=1, dtype=np.float32) if channels > 1 else frames[:, 0].copy()
-            pieces.append(resampler.resample_chunk(mono, last=False) if resampler else mono)
+            if keep_channels:
+                block_out = frames.copy()  # (frames, channels)
+            else:
+                block_out = frames.mean(axis=1, dtype=np.float32) if channels > 1 else frames[:, 0].copy()
+            pieces.append(resampler.resample_chunk(block_out, last=False) if resampler else block_out)
         if resampler is not None and not too_long:
-            pieces.append(resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
+            tail_shape = (0, out_channels) if keep_channels else (0,)
+            pieces.append(resampler.resample_chunk(np.zeros(tail_shape, dtype=np.float32), last=True))
     finally:
         if too_long:
             proc.kill()
@@ -282,7 +329,16 @@ def load_audio(
     if too_long:
         raise TooLongError(p, f"more than audio.max_duration_s={cfg.max_duration_s:g} s of audio")
 
-    audio = np.concatenate(pieces).astype(np.float32, copy=False) if pieces else np.zeros(0, np.float32)
+    if keep_channels:
+        # filled piece by piece: peak memory is the pieces plus the output, as for mono
+        audio = np.empty((out_channels, sum(len(piece) for piece in pieces)), np.float32)
+        at = 0
+        for piece in pieces:
+            audio[:, at : at + len(piece)] = piece.T
+            at += len(piece)
+        pieces.clear()
+    else:
+        audio = np.concatenate(pieces).astype(np.float32, copy=False) if pieces else np.zeros(0, np.float32)
     duration = n_in / sr_in
     decode_error = _first_error_line(stderr) if proc.returncode != 0 or stderr.strip() else ""
     if n_in == 0:
@@ -326,7 +382,7 @@ def load_audio(
         bits_per_sample=int(bits) if bits not in (None, "", "0", 0) else None,
         header_duration=header_duration,
         duration=round(duration, 6),
-        num_samples=int(audio.shape[0]),
+        num_samples=int(audio.shape[-1]),
         peak_dbfs=round(_dbfs(peak), 2),
         rms_dbfs=round(_dbfs(rms), 2),
         silent=bool(silent),

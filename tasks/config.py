@@ -98,6 +98,29 @@ class DiarizationConfig(_Section):
     # set runs at RTF ~0.12 on that CPU. Raise it on a dedicated many-core machine.
     threads: int = Field(1, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Recordings with several channels (tasks/channels.py): "auto" splits when the channels carry
+    # different speakers (one speaker per channel, e.g. agent / customer), otherwise mixes;
+    # "mix" always averages them; "split" always treats each channel as one speaker.
+    channels: Literal["auto", "mix", "split"] = "auto"
+    # Labels of split channels, in channel order (default CH0, CH1, ...).
+    channel_names: list[str] | None = None
+    # Directory of enrolled voiceprints (`emoflow speakers enroll`); speakers matching one are
+    # named after it. null: no naming.
+    known_speakers: str | None = None
+    # Least CAM++ cosine similarity of a speaker's centroid to a voiceprint for its name, and
+    # of two recordings' speakers to be linked as one global speaker (see default.yaml).
+    known_threshold: float = Field(0.45, gt=-1, lt=1)
+    link_threshold: float = Field(0.45, gt=-1, lt=1)
+
+    @model_validator(mode="after")
+    def _channel_names(self) -> "DiarizationConfig":
+        names = self.channel_names
+        if names is not None:
+            if not names or any(not str(n).strip() for n in names):
+                raise ValueError("channel_names must be non-empty names")
+            if len(set(names)) < len(names):
+                raise ValueError(f"channel_names repeats a name: {names}")
+        return self
 
     @model_validator(mode="after")
     def _speaker_bounds(self) -> "DiarizationConfig":

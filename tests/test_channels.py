@@ -1,0 +1,184 @@
+"""Channels as speakers (tasks/channels.py, tasks/audio.load_channels) on real LibriSpeech voices
+with real noise: a simulated stereo call splits, its bleed is not speech, its overlap is kept;
+dual-mono and same-voice channels are mixed."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from pyannote.core import Segment, Timeline
+
+from tasks.audio import SAMPLE_RATE, load_audio, load_channels
+from tasks.channels import channel_labels, decide_channel_mode, diarize_channels
+from tasks.config import DiarizationConfig
+
+SR = SAMPLE_RATE
+CFG = DiarizationConfig()
+
+
+def _utterances(shared: Path) -> dict[str, list[Path]]:
+    root = shared / "librispeech" / "test-other"
+    by: dict[str, list[Path]] = {}
+    with open(root / "speakers.csv", newline="") as fh:
+        for row in csv.DictReader(fh):
+            by.setdefault(row["speaker_id"], []).append(root / row["file"])
+    return {k: sorted(v) for k, v in sorted(by.items())}
+
+
+def _read(path: Path) -> np.ndarray:
+    x, sr = sf.read(path, dtype="float32")
+    assert sr == SR
+    return x
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    from tasks.diarize import load_embedding_model
+
+    return load_embedding_model(CFG.embedding_model, "cpu")
+
+
+def _call(a: np.ndarray, b: np.ndarray, noise: np.ndarray, *, bleed: float = 0.15, delay_s: float = 0.01,
+          overlap_s: float = 1.5) -> tuple[np.ndarray, dict]:
+    """Voice ``a`` on channel 0, then ``b`` on channel 1 starting ``overlap_s`` before ``a``
+    ends; each channel hears the other at ``bleed`` of its amplitude ``delay_s`` late, plus
+    its own stretch of real noise at ~20 dB SNR."""
+    start_a = int(0.5 * SR)
+    start_b = start_a + a.size - int(overlap_s * SR)
+    n = start_b + b.size + int(0.5 * SR)
+    clean = np.zeros((2, n), np.float32)
+    clean[0, start_a : start_a + a.size] = a
+    clean[1, start_b : start_b + b.size] = b
+    d = int(delay_s * SR)
+    mixed = clean.copy()
+    mixed[0, d:] += bleed * clean[1, : n - d]
+    mixed[1, d:] += bleed * clean[0, : n - d]
+    for c in (0, 1):
+        piece = noise[c * n : (c + 1) * n]
+        piece = piece * (np.sqrt(np.mean(clean[c][clean[c] != 0] ** 2) / np.mean(piece ** 2)) / 10)
+        mixed[c] += piece
+    spans = {"a": Segment(start_a / SR, (start_a + a.size) / SR), "b": Segment(start_b / SR, (start_b + b.size) / SR),
+             "both": _talking(clean[0]).crop(_talking(clean[1]), mode="intersection")}
+    return mixed, spans
+
+
+def _talking(x: np.ndarray) -> Timeline:
+    """Where a clean source talks: 10 ms frames within 25 dB of its loudest, gaps < 0.2 s filled."""
+    frames = x[: x.size // 160 * 160].reshape(-1, 160)
+    e = np.mean(frames.astype(np.float64) ** 2, axis=1)
+    on = e > e.max() * 10 ** -2.5
+    segs = Timeline([Segment(i * 0.01, (i + 1) * 0.01) for i in np.flatnonzero(on)]).support(collar=0.2)
+    return segs
+
+
+@pytest.fixture(scope="module")
+def call(shared_data: Path):
+    voices = _utterances(shared_data)
+    ids = list(voices)
+    a, b = _read(voices[ids[0]][3]), _read(voices[ids[1]][3])  # a man and a woman
+    noise = _read(shared_data / "noise" / "speech-commands" / "running_tap.wav")
+    return _call(a, b, noise)
+
+
+@pytest.fixture(scope="module")
+def decision(call, embedder):
+    return decide_channel_mode(call[0], mode="auto", config=CFG, embedder=embedder)
+
+
+def test_load_channels_keeps_channels_apart(tmp_path: Path, call) -> None:
+    """A 44.1 kHz stereo file under a hostile name comes back as (2, n) at 16 kHz whose mean is
+    load_audio's mono; a mono file is one row."""
+    channels, _ = call
+    stereo = tmp_path / "-rf call 日本.wav"
+    import soxr
+
+    sf.write(stereo, soxr.resample(channels.T, SR, 44100), 44100, subtype="FLOAT")
+    got, info = load_channels(stereo)
+    mono, _ = load_audio(stereo)
+    assert got.shape[0] == 2 and got.dtype == np.float32 and info.channels == 2
+    assert abs(got.shape[1] - channels.shape[1]) <= 2 and got.shape[1] == mono.shape[0] == info.num_samples
+    np.testing.assert_allclose(got.mean(axis=0), mono, atol=1e-5)
+    # the channels are not swapped or mixed: channel 0 is the first voice's channel
+    n = min(got.shape[1], channels.shape[1])
+    assert np.corrcoef(got[0, :n], channels[0, :n])[0, 1] > 0.99
+    one = tmp_path / "mono.flac"
+    sf.write(one, channels[0], SR)
+    got1, _ = load_channels(one)
+    assert got1.shape == (1, channels.shape[1])
+
+
+def test_auto_splits_a_stereo_call(decision) -> None:
+    assert decision.mode == "split", decision.reason
+    assert "different voices" in decision.reason
+    assert decision.figures["correlation"] < 0.5 and decision.figures["bleed_db"] < -10
+    assert decision.to_dict()["mode"] == "split" and "activity" not in decision.to_dict()
+
+
+def test_bleed_is_not_speech_and_overlap_stays(call, decision) -> None:
+    channels, spans = call
+    result = diarize_channels(channels, config=CFG, names=["agent", "customer"], activity=decision.activity)
+    ann = result.annotation
+    assert sorted(ann.labels()) == ["agent", "customer"]
+    agent, customer = ann.label_timeline("agent").support(), ann.label_timeline("customer").support()
+    a, b = spans["a"], spans["b"]
+    only_b = Timeline([Segment(a.end + 0.3, b.end)])  # the customer alone: the agent channel has bleed only
+    only_a = Timeline([Segment(a.start, b.start - 0.3)])
+    assert agent.crop(only_b).duration() < 0.3
+    assert customer.crop(only_a).duration() < 0.3
+    # each voice's own speech is found (pauses inside utterances are not speech)
+    assert agent.crop(Timeline([a])).duration() > 0.7 * a.duration
+    assert customer.crop(Timeline([b])).duration() > 0.7 * b.duration
+    # both talk in the overlap: kept as overlap in the annotation, not in the exclusive one
+    both = spans["both"]
+    assert both.duration() > 0.5
+    assert ann.get_overlap().crop(both).duration() > 0.6 * both.duration()
+    assert not result.exclusive.get_overlap()
+
+
+def test_dual_mono_is_never_split(call, embedder) -> None:
+    mix = call[0].mean(axis=0)
+    rng = np.random.default_rng(0)
+    for copy in (np.stack([mix, mix]), np.stack([mix, 0.7 * mix + 1e-3 * rng.standard_normal(mix.size).astype(np.float32)])):
+        d = decide_channel_mode(copy, mode="auto", config=CFG, embedder=embedder)
+        assert d.mode == "mix" and "same signal" in d.reason and d.figures["correlation"] > 0.95
+
+
+def test_one_voice_on_two_channels_is_mixed(shared_data: Path, embedder) -> None:
+    """Two channels that do not bleed into each other but carry one person: not split."""
+    voices = _utterances(shared_data)
+    v = voices[list(voices)[0]]
+    noise = _read(shared_data / "noise" / "speech-commands" / "exercise_bike.wav")
+    channels, _ = _call(_read(v[4]), _read(v[5]), noise, overlap_s=0.0)
+    d = decide_channel_mode(channels, mode="auto", config=CFG, embedder=embedder)
+    assert d.mode == "mix" and "same voice" in d.reason, d.reason
+
+
+def test_modes_and_mono(call) -> None:
+    channels, _ = call
+    assert decide_channel_mode(channels, mode="mix", config=CFG).mode == "mix"
+    assert decide_channel_mode(channels, mode="split", config=CFG).mode == "split"
+    mono = decide_channel_mode(channels[:1], mode="split", config=CFG)
+    assert mono.mode == "mix" and mono.reason == "mono recording"
+
+
+def test_channel_labels() -> None:
+    assert channel_labels(count=2) == ["CH0", "CH1"]
+    assert channel_labels(count=2, names=["agent", "customer", "extra"]) == ["agent", "customer"]
+    with pytest.raises(ValueError, match="1 names for 2 channels"):
+        channel_labels(count=2, names=["agent"])
+
+
+def test_config_keys() -> None:
+    from tasks.config import ConfigError, load_config
+
+    cfg = load_config(None, ["diarization.channels=split", "diarization.channel_names=[agent, customer]"])
+    assert cfg.diarization.channels == "split" and cfg.diarization.channel_names == ["agent", "customer"]
+    assert load_config(None, []).diarization.channels == "auto"
+    with pytest.raises(ConfigError):
+        load_config(None, ["diarization.channels=stereo"])
+    with pytest.raises(ConfigError):
+        load_config(None, ["diarization.channel_names=[a, a]"])
