@@ -439,7 +439,10 @@ def finalize(jobs: list[RecordingJob], outcomes: list[dict[str, Any]], run: dict
             "failed": outcome["failure"],
         }
     t0 = time.perf_counter()
-    table = write_run_tables(out, ok_ids, csv_too=config.export.csv)
+    links = _link_speakers([j for j in jobs if j.recording_id in set(ok_ids)], config=config)
+    for (rid, speaker), gid in links.items():
+        recordings[rid].setdefault("global_speakers", {})[speaker] = gid
+    table = write_run_tables(out, ok_ids, csv_too=config.export.csv, global_speakers=links)
     # the visible tree shows exactly this run: outputs of recordings that are not its inputs
     # (or failed in it) go; their artefacts stay under .emoflow/ for reuse
     prune_recordings(out, keep=ok_ids)
@@ -465,6 +468,19 @@ def finalize(jobs: list[RecordingJob], outcomes: list[dict[str, Any]], run: dict
     summary.wall_s = time.perf_counter() - run["t_start"]
     _write_manifest(out, config, run, jobs, recordings, failures, summary)
     return summary
+
+
+def _link_speakers(jobs: list[RecordingJob], *, config: Config) -> dict[tuple[str, str], str]:
+    """The run's global speakers from the recordings' voices artefacts (:mod:`tasks.voices`)."""
+    from tasks import layout
+    from tasks.voices import link_run_speakers
+
+    voices = {}
+    for job in jobs:
+        folder = job.store.get("voices", job.keys["voices"])
+        if folder is not None:
+            voices[job.recording_id] = layout.read_voices(folder)
+    return link_run_speakers(voices, threshold=config.diarization.link_threshold)
 
 
 def _write_manifest(out: Path, config: Config, run: dict[str, Any], jobs: list[RecordingJob],

@@ -174,6 +174,18 @@ def run_diarize(job: RecordingJob) -> StageReport:
         progress=_progress(job, "diarize", "‰")))
 
 
+def run_voices(job: RecordingJob) -> StageReport:
+    """Each speaker's voice vector, and the enrolled names they match."""
+    from tasks.voices import compute_voices
+
+    def compute(out: Path) -> dict[str, Any]:
+        diarization, audio = _reads(job, "voices")
+        return compute_voices(diarization=diarization, audio=audio_folder(job, audio), config=job.cfg.diarization,
+                              out=out)
+
+    return _run(job, "voices", compute)
+
+
 def run_segment(job: RecordingJob) -> StageReport:
     """Single-speaker segments of ``min_s``–``max_s``."""
     from tasks.segment import compute_segments
@@ -220,7 +232,7 @@ def run_export(job: RecordingJob) -> StageReport:
     facts = exported_facts(folder, key=key)
     if facts is not None:
         return StageReport(job.recording_id, "export", "reused", time.perf_counter() - t0, facts)
-    diarization, segment_dir, screen, emotion, denoise = _reads(job, "export")
+    diarization, segment_dir, screen, emotion, denoise, voices = _reads(job, "export")
     segments = layout.read_segments(segment_dir, recording_id=job.recording_id)
     art = layout.EmotionArtefact(emotion)
     vectors = art.embeddings()
@@ -236,11 +248,11 @@ def run_export(job: RecordingJob) -> StageReport:
         curves=layout.read_frame_curves(screen), embeddings=embedding,
         snr=job.store.meta("denoise", job.keys["denoise"]).get("facts", {}), model=job.models.get("emotion", {}),
         config=cfg.export, threshold=cfg.screen.threshold, hop_s=cfg.drilldown.frame_hop_s,
-        denoised=lambda: layout.read_audio(audio_folder(job, denoise)))
+        denoised=lambda: layout.read_audio(audio_folder(job, denoise)), speaker_names=layout.read_voices(voices)[1])
     return StageReport(job.recording_id, "export", "computed", time.perf_counter() - t0, facts)
 
 
 STAGE_FUNCTIONS: dict[str, Callable[[RecordingJob], StageReport]] = {
-    "load": run_load, "denoise": run_denoise, "diarize": run_diarize, "segment": run_segment,
+    "load": run_load, "denoise": run_denoise, "diarize": run_diarize, "voices": run_voices, "segment": run_segment,
     "emotion": run_emotion, "screen": run_screen, "export": run_export,
 }

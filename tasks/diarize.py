@@ -499,10 +499,14 @@ ANONYMOUS_URI = "recording"
 :func:`rename_rttm` gives an exported RTTM the recording's id."""
 
 
-def rename_rttm(text: str, *, uri: str) -> str:
-    """RTTM ``text`` of one recording with its file id set to ``uri``."""
+def rename_rttm(text: str, *, uri: str, speakers: dict[str, str] | None = None) -> str:
+    """RTTM ``text`` of one recording with its file id set to ``uri`` (and its speakers renamed
+    by ``speakers``, label → name)."""
     annotations = list(parse_rttm(text).values())
-    return to_rttm(annotations[0] if annotations else Annotation(), uri=uri)
+    annotation = annotations[0] if annotations else Annotation()
+    if speakers:
+        annotation = annotation.rename_labels(mapping={k: v for k, v in speakers.items() if k != v})
+    return to_rttm(annotation, uri=uri)
 
 
 def to_rttm(annotation: Annotation, *, uri: str) -> str:

@@ -18,7 +18,8 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from dataclasses import replace
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -32,13 +33,16 @@ TABLE_COLUMNS = [
     "recording_id", "source_path", "segment_id", "speaker", "start", "end", "duration", "label", "confidence",
     *SCORE_COLUMNS, "drilled", "embedding_row", "model_sha256",
     # Extensions of the contract (appended, so readers of the contract columns are unaffected):
-    "status", "snr_before_db", "snr_after_db",
+    "status", "snr_before_db", "snr_after_db", "global_speaker",
 ]
 FAILURE_COLUMNS = ["input", "stage", "error", "message"]
-STRING_COLUMNS = ["recording_id", "source_path", "segment_id", "speaker", "label", "model_sha256", "status"]
+STRING_COLUMNS = ["recording_id", "source_path", "segment_id", "speaker", "label", "model_sha256", "status",
+                  "global_speaker"]
 """Ids, names and labels: strings whatever they look like (``0001``, ``nan``, ``1e3``)."""
 FLOAT_COLUMNS = ["start", "end", "duration", "confidence", *SCORE_COLUMNS, "snr_before_db", "snr_after_db"]
-RECORDING_TABLE_COLUMNS = [c for c in TABLE_COLUMNS if c != "embedding_row"] + ["embedding_exported"]
+RUN_ONLY_COLUMNS = ("embedding_row", "global_speaker")
+"""Columns known only once every recording is done (embedding rows, links across recordings)."""
+RECORDING_TABLE_COLUMNS = [c for c in TABLE_COLUMNS if c not in RUN_ONLY_COLUMNS] + ["embedding_exported"]
 
 
 def table_schema(columns: list[str] = TABLE_COLUMNS) -> "pa.Schema":
@@ -157,6 +161,7 @@ def export_recording(
     threshold: float,
     hop_s: float,
     denoised: Callable[[], np.ndarray] | None = None,
+    speaker_names: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Write ``folder`` (``recordings/<id>/``) for one recording from plain records.
 
@@ -192,15 +197,23 @@ def export_recording(
         Hop of the frame curves.
     denoised : callable, optional
         Gives the denoised audio, when ``config.denoised_audio`` asks for it.
+    speaker_names : mapping, optional
+        Diarized label → the name it is exported under (an enrolled voice's name); the voices
+        stage decides them (:mod:`tasks.voices`).
     """
     from tasks.audio import SAMPLE_RATE, write_wav
     from tasks.diarize import rename_rttm
+    from tasks.voices import rename_speaker
+
+    names = dict(speaker_names or {})
+    segments = [replace(s, speaker=rename_speaker(s.speaker, names)) for s in segments]
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = folder.parent / f".{recording.recording_id}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     (tmp / "segments").mkdir(parents=True)
     try:
-        (tmp / "diarization.rttm").write_text(rename_rttm(rttm, uri=recording.recording_id), encoding="utf-8")
+        (tmp / "diarization.rttm").write_text(rename_rttm(rttm, uri=recording.recording_id, speakers=names),
+                                              encoding="utf-8")
         table: list[dict[str, Any]] = []
         n_frames = n_emb = 0
         for pos, seg in enumerate(segments):
@@ -246,8 +259,11 @@ def _swap_in(tmp: Path, final: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def write_run_tables(out_dir: Path, recording_ids: Iterable[str], *, csv_too: bool = True) -> pd.DataFrame:
-    """Gather the recordings' tables into ``segments.parquet`` (+ ``.csv``) and ``embeddings.npy``."""
+def write_run_tables(out_dir: Path, recording_ids: Iterable[str], *, csv_too: bool = True,
+                     global_speakers: Mapping[tuple[str, str], str] | None = None) -> pd.DataFrame:
+    """Gather the recordings' tables into ``segments.parquet`` (+ ``.csv``) and ``embeddings.npy``;
+    ``global_speakers`` maps (recording id, speaker) to the voice's id across the run (an overlap
+    row ``A+B`` gets ``GA+GB``; a speaker without one, null)."""
     frames = []
     for rid in recording_ids:
         path = out_dir / "recordings" / rid / "segments.csv"
@@ -263,6 +279,14 @@ def write_run_tables(out_dir: Path, recording_ids: Iterable[str], *, csv_too: bo
         vectors.append(np.load(out_dir / "recordings" / rid / "embeddings" / f"{sid}.npy"))
         rows[i] = len(vectors) - 1
     table["embedding_row"] = pd.array([r if r >= 0 else None for r in rows], dtype="Int64")
+    links = dict(global_speakers or {})
+
+    def global_of(rid: str, speaker: str) -> str | None:
+        parts = [links.get((rid, p)) for p in str(speaker).split("+")]
+        return "+".join(parts) if all(parts) else None  # type: ignore[arg-type]
+
+    table["global_speaker"] = pd.array([global_of(r, s) for r, s in zip(table["recording_id"], table["speaker"])],
+                                       dtype="string")
     table = table[TABLE_COLUMNS].sort_values(["recording_id", "start"], kind="stable").reset_index(drop=True)
     dim = vectors[0].shape[0] if vectors else 0
     emb = np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, dim), np.float32)

@@ -27,6 +27,9 @@ DENOISED = "denoised.npy"
 # diarize
 RTTM = "diarization.rttm"
 TURNS = "turns.json"
+# voices
+VOICES = "voices.npz"
+SPEAKER_NAMES = "speakers.json"
 # segment
 SEGMENTS = "segments.json"
 SEGMENT_FIELDS = ("speaker", "start", "end", "status")
@@ -83,6 +86,25 @@ def read_turns(folder: Path) -> tuple[list[Turn], list[tuple[float, float]]]:
 
 def read_rttm_text(folder: Path) -> str:
     return (folder / RTTM).read_text(encoding="utf-8")
+
+
+# ----------------------------------------------------------------------------------- voices
+
+
+def write_voices(folder: Path, *, centroids: dict[str, np.ndarray], names: dict[str, str]) -> None:
+    """Speaker vectors (keyed by position in ``speakers.json``, which holds label → name)."""
+    labels = sorted(names, key=str)
+    write_json(folder / SPEAKER_NAMES, [{"label": lab, "name": names[lab]} for lab in labels])
+    np.savez(folder / VOICES, **{str(i): np.asarray(centroids[lab], np.float32)
+                                 for i, lab in enumerate(labels) if lab in centroids})
+
+
+def read_voices(folder: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """(label → vector for the speakers with enough speech, label → name for all)."""
+    rows = read_json(folder / SPEAKER_NAMES)
+    with np.load(folder / VOICES) as npz:
+        vectors = {rows[int(k)]["label"]: np.asarray(npz[k], np.float32) for k in npz.files}
+    return vectors, {r["label"]: r["name"] for r in rows}
 
 
 # --------------------------------------------------------------------------------- segments

@@ -376,6 +376,41 @@ def _lowest_confidence_section(data: RunData, cfg: ReportConfig) -> str:
             f'<p class="muted">The segments the model is least sure about: listen to them first.</p>{body}</section>')
 
 
+def _speakers_section(data: RunData, plots: PlotCache) -> str:
+    """Each voice of the run (enrolled name or global id) across its recordings: its emotion
+    distribution per recording, in recording order (the trend), and its totals."""
+    seg = data.segments
+    if "global_speaker" not in seg.columns:
+        return ""
+    single = seg[seg["global_speaker"].notna() & ~seg["speaker"].astype(str).str.contains("+", regex=False)]
+    if not len(single):
+        return ""
+    order = {rid: i for i, rid in enumerate(data.recordings)}
+    single = single.assign(_rec=single["recording_id"].map(order).fillna(len(order)))
+    single = single.sort_values(["global_speaker", "_rec", "start"], kind="stable")
+    rows = []
+    for gid, grp in single.groupby("global_speaker", sort=True):
+        scored = grp[grp["status"] == "ok"]
+        dist = speaker_distribution(scored.assign(speaker=str(gid)))
+        top = dist.iloc[0].idxmax() if len(dist) and dist.iloc[0].max() > 0 else None
+        recs = list(dict.fromkeys(grp["recording_id"].astype(str)))
+        rows.append([_e(gid), _e(", ".join(recs)), f'<span class="num">{(grp["end"] - grp["start"]).sum():.1f} s</span>',
+                     _label_html(top) if top else "—"])
+    parts = ['<section id="speakers"><h2>Speakers across recordings</h2>',
+             '<p class="muted">One voice, one id across the run: an enrolled name, or <code>Gnn</code> from '
+             "clustering the recordings' speaker voices (<code>global_speaker</code> column).</p>",
+             _table(["speaker", "recordings", "speech", "most frequent emotion"], rows, "speakers")]
+    trend = single.assign(speaker=single["global_speaker"].astype(str) + " · " + single["recording_id"].astype(str))
+    dist = speaker_distribution(trend)
+    dist = dist.reindex([k for k in dict.fromkeys(trend["speaker"]) if k in dist.index])
+    if len(dist):
+        title = "share of speech time per emotion, per speaker and recording"
+        parts.append(_img(plots.png("speakers", [dist, title], lambda: speaker_distribution_figure(dist, title=title)),
+                          "emotion distribution of each speaker per recording", "plot distribution"))
+    parts.append("</section>")
+    return "".join(parts)
+
+
 def render_report(data: RunData, cfg: ReportConfig, *, plots: PlotCache | None = None) -> str:
     """The report HTML of a loaded run (writes each recording's timeline.png as a side effect);
     plots come from ``plots`` when their inputs are unchanged."""
@@ -401,7 +436,8 @@ def render_report(data: RunData, cfg: ReportConfig, *, plots: PlotCache | None =
                f"{len(data.recordings)} recordings · {len(seg)} segments ({len(scored)} scored) · "
                f"model {_e(model.get('id', 'unknown'))}</div></header><main>")
     nav = ['<a href="#summary">summary</a>', '<a href="#lowest">lowest confidence</a>',
-           '<a href="#confidence">confidence</a>', '<a href="#config">config &amp; model</a>']
+           '<a href="#confidence">confidence</a>', '<a href="#speakers">speakers</a>',
+           '<a href="#config">config &amp; model</a>']
     nav += [f'<a href="#rec-{_e(r)}">{_e(r)}</a>' for r in data.recordings]
     out.append("<nav>" + " ".join(nav) + "</nav>")
 
@@ -430,6 +466,8 @@ def render_report(data: RunData, cfg: ReportConfig, *, plots: PlotCache | None =
                               lambda: confidence_histogram_figure(conf, threshold=threshold, drilled=n_drilled)),
                     f"confidence histogram, threshold {threshold:g}, {n_drilled} drilled down", "plot histogram"))
     out.append("</section>")
+
+    out.append(_speakers_section(data, plots))
 
     for rid in data.recordings:
         out.append(_recording_section(data, rid, cfg, plots))

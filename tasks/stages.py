@@ -20,11 +20,12 @@ from tasks.artefacts import source_hash, stage_key
 from tasks.config import Config
 
 TASKS_DIR = Path(__file__).resolve().parent
-STAGES: tuple[str, ...] = ("load", "denoise", "diarize", "segment", "emotion", "screen", "export")
+STAGES: tuple[str, ...] = ("load", "denoise", "diarize", "voices", "segment", "emotion", "screen", "export")
 STAGE_MODULES: dict[str, tuple[str, ...]] = {
     "load": ("audio", "layout"),
     "denoise": ("denoise", "layout"),
     "diarize": ("diarize", "layout"),
+    "voices": ("voices", "speakers", "layout"),
     "segment": ("segment", "layout"),
     "emotion": ("emotion", "emotion_fast", "layout"),
     "screen": ("screen", "layout"),
@@ -35,14 +36,20 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "load": ("audio",),
     "denoise": ("denoise",),
     "diarize": ("diarization",),
+    "voices": ("diarization",),
     "segment": ("segmentation",),
     "emotion": ("emotion",),
     "screen": ("screen", "drilldown"),
     "export": ("export",),
 }
 """The config sections each stage reads."""
+SECTION_KEYS_NOT_READ: dict[str, dict[str, tuple[str, ...]]] = {
+    "diarize": {"diarization": ("known_speakers", "known_threshold", "link_threshold")},
+}
+"""Keys of a section a stage does not read (naming speakers does not diarize again)."""
 STAGE_MODELS: dict[str, tuple[str, ...]] = {
-    "denoise": ("segmentation",), "diarize": ("segmentation", "embedding"), "emotion": ("emotion",),
+    "denoise": ("segmentation",), "diarize": ("segmentation", "embedding"), "voices": ("embedding",),
+    "emotion": ("emotion",),
 }
 """The models each stage runs (their checksums are part of its key)."""
 
@@ -68,10 +75,11 @@ def stage_dependencies(config: Config) -> dict[str, tuple[str, ...]]:
         first = {"load": (), "denoise": ("load",), "diarize": (diarized,)}
     return {
         **first,
+        "voices": ("diarize", diarized),
         "segment": ("diarize", diarized),
         "emotion": ("segment", heard),
         "screen": ("segment", "emotion"),
-        "export": ("diarize", "segment", "screen", "emotion", "denoise"),
+        "export": ("diarize", "segment", "screen", "emotion", "denoise", "voices"),
     }
 
 
@@ -115,10 +123,17 @@ def compute_keys(*, sha256: str, config: Config, models: dict[str, dict[str, Any
     and export; ``denoise.*`` reruns denoise, emotion (when it hears denoised audio), screen and
     export, but not diarization of the original audio.
     """
+    from tasks.config import canonical_hash
+    from tasks.voices import store_digest
+
+    plain = config.to_plain()
     keys: dict[str, str] = {}
     for stage, deps in stage_dependencies(config).items():
-        sections = {s: config.section_hash(s) for s in STAGE_SECTIONS[stage]}
+        skip = SECTION_KEYS_NOT_READ.get(stage, {})
+        sections = {s: canonical_hash({k: v for k, v in plain[s].items() if k not in skip.get(s, ())})
+                    for s in STAGE_SECTIONS[stage]}
         model_shas = [models.get(m, {}).get("sha256", "") for m in STAGE_MODELS.get(stage, ())]
         upstream = [keys[d] for d in deps] or [sha256]
-        keys[stage] = stage_key(stage, upstream, sections, model_shas, code_version(stage))
+        inputs = [store_digest(config.diarization.known_speakers)] if stage == "voices" else []
+        keys[stage] = stage_key(stage, upstream, sections, model_shas, code_version(stage), *inputs)
     return keys

@@ -1,0 +1,107 @@
+"""Known speakers and one voice across recordings, through the whole flow, with real CAM++
+weights and real LibriSpeech voices."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from tasks.config import load_config
+
+SR = 16000
+
+
+def _voices(shared: Path) -> list[list[Path]]:
+    root = shared / "librispeech" / "test-other"
+    by: dict[str, list[Path]] = {}
+    with open(root / "speakers.csv", newline="") as fh:
+        for row in csv.DictReader(fh):
+            by.setdefault(row["speaker_id"], []).append(root / row["file"])
+    return [sorted(v) for _, v in sorted(by.items())]
+
+
+def _conversation(path: Path, turns: list[Path]) -> None:
+    """Utterances one after another with 0.6 s pauses (a two-person exchange)."""
+    gap = np.zeros(int(0.6 * SR), np.float32)
+    parts = []
+    for f in turns:
+        x, sr = sf.read(f, dtype="float32")
+        assert sr == SR
+        parts += [x[: 6 * SR], gap]
+    sf.write(path, np.concatenate(parts), SR)
+
+
+@pytest.fixture(scope="module")
+def calls(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> dict[str, Path]:
+    v = _voices(shared_data)
+    a, b, c = v[0], v[1], v[5]
+    d = tmp_path_factory.mktemp("calls")
+    _conversation(d / "monday.wav", [a[2], b[2], a[3], b[3], a[4], b[4]])
+    _conversation(d / "tuesday.wav", [b[5], c[2], b[6], c[3], b[7], c[4]])
+    store = d / "speakers"
+    from tasks.speakers import enroll
+
+    enroll("alice", a[0:2], store=store)  # utterances not used in the calls
+    return {"monday": d / "monday.wav", "tuesday": d / "tuesday.wav", "store": store}
+
+
+def test_enrolled_voice_is_named_and_voices_are_linked_across_recordings(prefect_harness, calls, tiny_model_dir,
+                                                                         tmp_path: Path) -> None:
+    from flows.pipeline import run_pipeline
+
+    cfg = load_config(None, [f"emotion.model={tiny_model_dir}", "denoise.enabled=false",
+                             f"diarization.known_speakers={calls['store']}"])
+    out = tmp_path / "run"
+    summary = run_pipeline([str(calls["monday"]), str(calls["tuesday"])], config=cfg, out_dir=out)
+    assert not summary.failed
+    table = pd.read_parquet(out / "segments.parquet")
+    assert str(table["global_speaker"].dtype) in ("string", "object")
+    monday = table[table["recording_id"] == "monday"]
+    tuesday = table[table["recording_id"] == "tuesday"]
+    # the enrolled voice carries its name on monday, in the table, the RTTM and the segment JSON
+    assert "alice" in set(monday["speaker"]) and "alice" not in set(tuesday["speaker"])
+    rttm = (out / "recordings" / "monday" / "diarization.rttm").read_text()
+    assert " alice " in rttm and all(line.split()[1] == "monday" for line in rttm.splitlines())
+    named = monday[(monday["speaker"] == "alice") & (monday["status"] == "ok")]
+    doc = json.loads((out / "recordings" / "monday" / "segments" / f"{named['segment_id'].iloc[0]}.json").read_text())
+    assert doc["speaker"] == "alice"
+    # alice speaks the 1st, 3rd and 5th turns of monday (0-6.6 s, 13.2-19.8 s, 26.4-33 s)
+    ok = monday[monday["status"] == "ok"]
+    in_alice_turns = ok["start"].map(lambda t: int(t // 6.6) % 2 == 0)
+    agree = ((ok["speaker"] == "alice") == in_alice_turns).mean()
+    assert agree >= 0.9, ok[["speaker", "start", "end"]]
+    # one voice, one global id: the speaker of both calls (b) is linked; alice's id is her name
+    singles = table[~table["speaker"].str.contains("+", regex=False)]
+    pairs = singles.groupby(["recording_id", "speaker"])["global_speaker"].agg(lambda s: set(s))
+    assert all(len(g) == 1 for g in pairs)
+    monday_ids = set(singles.loc[singles["recording_id"] == "monday", "global_speaker"])
+    tuesday_ids = set(singles.loc[singles["recording_id"] == "tuesday", "global_speaker"])
+    assert "alice" in monday_ids and len(monday_ids & tuesday_ids) == 1
+    shared_id = (monday_ids & tuesday_ids).pop()
+    assert shared_id.startswith("G") and len(tuesday_ids) == 2
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["recordings"]["monday"]["global_speakers"]["alice"] == "alice"
+    # the report shows each voice across recordings
+    report = (out / "report.html").read_text()
+    assert "Speakers across recordings" in report and shared_id in report
+
+
+def test_naming_threshold_reruns_voices_not_diarization(prefect_harness, calls, tiny_model_dir, tmp_path: Path) -> None:
+    from flows.pipeline import run_pipeline
+
+    base = [f"emotion.model={tiny_model_dir}", "denoise.enabled=false", f"diarization.known_speakers={calls['store']}"]
+    out = tmp_path / "run"
+    run_pipeline([str(calls["monday"])], config=load_config(None, base), out_dir=out)
+    run_pipeline([str(calls["monday"])], config=load_config(None, [*base, "diarization.known_threshold=0.99"]),
+                 out_dir=out)
+    stages = json.loads((out / "manifest.json").read_text())["recordings"]["monday"]["stages"]
+    assert stages["diarize"]["status"] == "reused" and stages["emotion"]["status"] == "reused"
+    assert stages["voices"]["status"] == "computed" and stages["export"]["status"] == "computed"
+    table = pd.read_parquet(out / "segments.parquet")
+    assert "alice" not in set(table["speaker"])  # nobody is that similar: SPEAKER_xx labels stay
