@@ -26,15 +26,19 @@ def _voices(shared: Path) -> list[list[Path]]:
     return [sorted(v) for _, v in sorted(by.items())]
 
 
-def _conversation(path: Path, turns: list[Path]) -> None:
-    """Utterances one after another with 0.6 s pauses (a two-person exchange)."""
+def _conversation(path: Path, turns: list[Path]) -> list[tuple[float, float]]:
+    """Utterances one after another with 0.6 s pauses (a two-person exchange); their spans."""
     gap = np.zeros(int(0.6 * SR), np.float32)
-    parts = []
+    parts, spans, t = [], [], 0.0
     for f in turns:
         x, sr = sf.read(f, dtype="float32")
         assert sr == SR
-        parts += [x[: 6 * SR], gap]
+        x = x[: 6 * SR]
+        parts += [x, gap]
+        spans.append((t, t + x.size / SR))
+        t += (x.size + gap.size) / SR
     sf.write(path, np.concatenate(parts), SR)
+    return spans
 
 
 @pytest.fixture(scope="module")
@@ -42,13 +46,13 @@ def calls(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> dict[s
     v = _voices(shared_data)
     a, b, c = v[0], v[1], v[5]
     d = tmp_path_factory.mktemp("calls")
-    _conversation(d / "monday.wav", [a[2], b[2], a[3], b[3], a[4], b[4]])
+    spans = _conversation(d / "monday.wav", [a[2], b[2], a[3], b[3], a[4], b[4]])
     _conversation(d / "tuesday.wav", [b[5], c[2], b[6], c[3], b[7], c[4]])
     store = d / "speakers"
     from tasks.speakers import enroll
 
     enroll("alice", a[0:2], store=store)  # utterances not used in the calls
-    return {"monday": d / "monday.wav", "tuesday": d / "tuesday.wav", "store": store}
+    return {"monday": d / "monday.wav", "tuesday": d / "tuesday.wav", "store": store, "alice_turns": spans[0::2]}
 
 
 def test_enrolled_voice_is_named_and_voices_are_linked_across_recordings(prefect_harness, calls, tiny_model_dir,
@@ -71,9 +75,10 @@ def test_enrolled_voice_is_named_and_voices_are_linked_across_recordings(prefect
     named = monday[(monday["speaker"] == "alice") & (monday["status"] == "ok")]
     doc = json.loads((out / "recordings" / "monday" / "segments" / f"{named['segment_id'].iloc[0]}.json").read_text())
     assert doc["speaker"] == "alice"
-    # alice speaks the 1st, 3rd and 5th turns of monday (0-6.6 s, 13.2-19.8 s, 26.4-33 s)
+    # alice speaks the 1st, 3rd and 5th turns of monday
     ok = monday[monday["status"] == "ok"]
-    in_alice_turns = ok["start"].map(lambda t: int(t // 6.6) % 2 == 0)
+    in_alice_turns = ok.apply(lambda r: any(s - 0.5 <= r["start"] and r["end"] <= e + 0.5
+                                            for s, e in calls["alice_turns"]), axis=1)
     agree = ((ok["speaker"] == "alice") == in_alice_turns).mean()
     assert agree >= 0.9, ok[["speaker", "start", "end"]]
     # one voice, one global id: the speaker of both calls (b) is linked; alice's id is her name
