@@ -153,14 +153,23 @@ def run_load(job: RecordingJob) -> StageReport:
     return _run(job, "load", lambda out: compute_load(source_path=job.source_path, config=job.cfg.audio, out=out))
 
 
+def run_channels(job: RecordingJob) -> StageReport:
+    """One mix, or one speaker per channel."""
+    from tasks.channels import compute_channels
+
+    return _run(job, "channels", lambda out: compute_channels(load=_reads(job, "channels")[0],
+                                                              config=job.cfg.diarization, out=out))
+
+
 def run_denoise(job: RecordingJob) -> StageReport:
     """Denoise and estimate SNR before and after."""
     from tasks.denoise import compute_denoise
 
     def compute(out: Path) -> dict[str, Any]:
         reads = _reads(job, "denoise")
-        diarization = reads[1] if reuses_diarization_for_denoise(job.cfg) else None
-        return compute_denoise(original=reads[0], diarization=diarization, config=job.cfg.denoise, out=out)
+        diarization = reads[2] if reuses_diarization_for_denoise(job.cfg) else None
+        return compute_denoise(original=reads[0], channels=reads[1], diarization=diarization,
+                               config=job.cfg.denoise, out=out)
 
     return _run(job, "denoise", compute)
 
@@ -169,9 +178,12 @@ def run_diarize(job: RecordingJob) -> StageReport:
     """Who spoke when."""
     from tasks.diarize import compute_diarization
 
-    return _run(job, "diarize", lambda out: compute_diarization(
-        audio=audio_folder(job, _reads(job, "diarize")[-1]), config=job.cfg.diarization, out=out,
-        progress=_progress(job, "diarize", "‰")))
+    def compute(out: Path) -> dict[str, Any]:
+        channels, audio = _reads(job, "diarize")
+        return compute_diarization(audio=audio_folder(job, audio), channels=channels, config=job.cfg.diarization,
+                                   out=out, progress=_progress(job, "diarize", "‰"))
+
+    return _run(job, "diarize", compute)
 
 
 def run_voices(job: RecordingJob) -> StageReport:
@@ -179,9 +191,9 @@ def run_voices(job: RecordingJob) -> StageReport:
     from tasks.voices import compute_voices
 
     def compute(out: Path) -> dict[str, Any]:
-        diarization, audio = _reads(job, "voices")
-        return compute_voices(diarization=diarization, audio=audio_folder(job, audio), config=job.cfg.diarization,
-                              out=out)
+        diarization, channels, audio = _reads(job, "voices")
+        return compute_voices(diarization=diarization, channels=channels, audio=audio_folder(job, audio),
+                              config=job.cfg.diarization, out=out)
 
     return _run(job, "voices", compute)
 
@@ -203,8 +215,9 @@ def run_emotion(job: RecordingJob) -> StageReport:
     from tasks.emotion import compute_emotion
 
     def compute(out: Path) -> dict[str, Any]:
-        segments, audio = _reads(job, "emotion")
-        return compute_emotion(segments=segments, audio=audio_folder(job, audio), config=job.cfg.emotion,
+        segments, channels, audio = _reads(job, "emotion")
+        return compute_emotion(segments=segments, channels=channels, audio=audio_folder(job, audio),
+                               config=job.cfg.emotion,
                                max_s=job.cfg.segmentation.max_s, out=out, progress=_progress(job, "emotion", "s"))
 
     return _run(job, "emotion", compute)
@@ -253,6 +266,6 @@ def run_export(job: RecordingJob) -> StageReport:
 
 
 STAGE_FUNCTIONS: dict[str, Callable[[RecordingJob], StageReport]] = {
-    "load": run_load, "denoise": run_denoise, "diarize": run_diarize, "voices": run_voices, "segment": run_segment,
-    "emotion": run_emotion, "screen": run_screen, "export": run_export,
+    "load": run_load, "channels": run_channels, "denoise": run_denoise, "diarize": run_diarize,
+    "voices": run_voices, "segment": run_segment, "emotion": run_emotion, "screen": run_screen, "export": run_export,
 }

@@ -403,11 +403,16 @@ def write_wav(path: str | os.PathLike[str], audio: np.ndarray, *, sample_rate: i
 
 def compute_load(*, source_path: str | os.PathLike[str], config: AudioConfig, out: Path) -> dict[str, Any]:
     """The load stage: decode ``source_path`` into the artefact folder ``out`` (16 kHz mono
-    ``audio.npy`` and the format facts); returns the stage's facts."""
+    ``audio.npy``, each channel apart in ``channels.npy`` for a source with 2+ channels, and the
+    format facts); returns the stage's facts."""
     from tasks import layout
 
     audio, info = load_audio(source_path, config=config)
     layout.write_audio(out, audio)
+    if info.channels >= 2:  # kept apart too: a call's channels may be its speakers (tasks/channels.py)
+        channels, _ = load_channels(source_path, config=config)
+        layout.write_audio(out, channels, name=layout.CHANNELS)
+        del channels
     layout.write_json(out / layout.AUDIO_INFO, {k: v for k, v in info.to_dict().items() if k != "path"})
     return {"duration": info.duration, "silent": info.silent, "warnings": info.warnings,
             "format": {k: getattr(info, k) for k in ("container", "codec", "sample_rate", "channels",

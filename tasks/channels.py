@@ -26,6 +26,7 @@ Three public steps:
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -456,3 +457,34 @@ def diarize_channels(
         for k, (a, b) in enumerate(regions):
             exclusive[Segment(a, b), f"{label}_{k}"] = label
     return DiarizationResult(annotation, exclusive.support(), config.exclude_overlap)
+
+
+def compute_channels(*, load: Path, config: DiarizationConfig, out: Path) -> dict[str, Any]:
+    """The channels stage: whether the recording is diarized as one mix or one speaker per
+    channel (``channels.json``: mode, the reason in words, its figures, the channel labels)."""
+    from tasks import layout
+
+    channels = layout.read_channels(load)
+    if channels is None:
+        decision = ChannelDecision("mix", "mono recording", {"channels": 1, "requested": config.channels})
+    else:
+        decision = decide_channel_mode(np.asarray(channels, dtype=np.float32), mode=config.channels, config=config)
+    labels = (channel_labels(count=int(channels.shape[0]), names=config.channel_names)
+              if decision.mode == "split" and channels is not None else [])
+    facts = {"mode": decision.mode, "reason": decision.reason, **_plain(decision.figures)}
+    layout.write_channel_decision(out, mode=decision.mode, reason=decision.reason, figures=_plain(decision.figures),
+                                  labels=labels)
+    return facts
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready copy of figures (numpy scalars and arrays as Python values)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

@@ -345,18 +345,43 @@ def denoise(
     return y, stats
 
 
-def compute_denoise(*, original: Path, diarization: Path | None, config: DenoiseConfig, out: Path) -> dict:
+def compute_denoise(*, original: Path, channels: Path, diarization: Path | None, config: DenoiseConfig,
+                    out: Path) -> dict:
     """The denoise stage: ``denoised.npy`` in ``out`` from the load artefact ``original``; its
     speech regions come from the diarization artefact when one is given (no second VAD pass).
-    Returns the stage's facts (method, SNR before and after, noise profile)."""
+
+    A recording split into one speaker per channel (the ``channels`` artefact) is denoised per
+    channel (``denoised_channels.npy``, each with its own speaker's speech regions), and
+    ``denoised.npy`` is their mix. Returns the stage's facts (method, SNR before and after,
+    noise profile; per channel too when split).
+    """
     from tasks import layout
 
     if not config.enabled:  # nothing stored: readers fall back to the original audio
         return {"method": "none", "snr_before_db": None, "snr_after_db": None}
-    speech = None
-    if diarization is not None:
-        turns, overlaps = layout.read_turns(diarization)
-        speech = sorted([(t.start, t.end) for t in turns] + list(overlaps))
-    clean, stats = denoise(layout.read_audio(original, mmap=False), config=config, speech=speech)
-    layout.write_audio(out, clean, name=layout.DENOISED)
-    return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(stats).items()}
+    turns, overlaps = layout.read_turns(diarization) if diarization is not None else (None, [])
+    channel_of = layout.channel_of(channels)
+    if channel_of is None:
+        speech = None if turns is None else sorted([(t.start, t.end) for t in turns] + list(overlaps))
+        clean, stats = denoise(layout.read_audio(original, mmap=False), config=config, speech=speech)
+        layout.write_audio(out, clean, name=layout.DENOISED)
+        return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in asdict(stats).items()}
+    sources = layout.read_channels(original)
+    assert sources is not None  # a split decision is only made for a recording with channels
+    cleaned, per_channel = [], []
+    for label, row in sorted(channel_of.items(), key=lambda kv: kv[1]):
+        speech = None if turns is None else sorted((t.start, t.end) for t in turns if t.speaker == label)
+        clean, stats = denoise(np.asarray(sources[row], dtype=np.float32), config=config, speech=speech)
+        cleaned.append(clean.astype(np.float32, copy=False))
+        per_channel.append({"channel": label, **{k: (round(v, 3) if isinstance(v, float) else v)
+                                                for k, v in asdict(stats).items()}})
+    stacked = np.stack(cleaned)
+    layout.write_audio(out, stacked, name=layout.DENOISED_CHANNELS)
+    layout.write_audio(out, stacked.mean(axis=0), name=layout.DENOISED)
+
+    def mean_of(key: str) -> float | None:
+        values = [c[key] for c in per_channel if c[key] is not None]
+        return round(float(np.mean(values)), 3) if values else None
+
+    return {"method": config.method, "snr_before_db": mean_of("snr_before_db"),
+            "snr_after_db": mean_of("snr_after_db"), "channels": per_channel}

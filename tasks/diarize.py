@@ -548,17 +548,33 @@ def parse_rttm(text: str, *, source: str = "<rttm>") -> dict[str, Annotation]:
     return out
 
 
-def compute_diarization(*, audio: Path, config: DiarizationConfig, out: Path,
+def compute_diarization(*, audio: Path, channels: Path, config: DiarizationConfig, out: Path,
                         progress: Callable[[float, float], None] | None = None) -> dict[str, Any]:
     """The diarize stage: ``diarization.rttm`` (overlap-aware, neutral uri) and the turns and
-    overlaps (``turns.json``) of the audio in artefact folder ``audio``; returns the facts."""
+    overlaps (``turns.json``) of the audio in artefact folder ``audio``: the mix with the
+    diarization pipeline, or each channel as one speaker when the ``channels`` artefact split
+    the recording (:func:`tasks.channels.diarize_channels`). Returns the facts."""
     from tasks import layout
 
-    result = diarize(np.asarray(layout.read_audio(audio)), recording_id=ANONYMOUS_URI, config=config,
-                     progress=progress)
+    channel_of = layout.channel_of(channels)
+    if channel_of is None:
+        result = diarize(np.asarray(layout.read_audio(audio)), recording_id=ANONYMOUS_URI, config=config,
+                         progress=progress)
+    else:
+        from tasks.channels import diarize_channels
+
+        sources = layout.read_channels(audio)
+        labels = [label for label, _ in sorted(channel_of.items(), key=lambda kv: kv[1])]
+        if progress is not None:
+            progress(0.0, 1.0)
+        result = diarize_channels(np.asarray(sources, dtype=np.float32), config=config, names=labels,
+                                  recording_id=ANONYMOUS_URI)
+        if progress is not None:
+            progress(1.0, 1.0)
     write_rttm(result.annotation, out / layout.RTTM, uri=ANONYMOUS_URI)
     turns, overlaps = result.turns(), result.overlaps()
     layout.write_turns(out, turns, overlaps)
     return {"speakers": sorted({t.speaker for t in turns}), "turns": len(turns),
             "speech_s": round(sum(t.end - t.start for t in turns), 3),
-            "overlap_s": round(sum(e - s for s, e in overlaps), 3)}
+            "overlap_s": round(sum(e - s for s, e in overlaps), 3),
+            "channels": "split" if channel_of is not None else "mix"}

@@ -29,7 +29,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -598,28 +598,39 @@ def get_emotion_model(config: EmotionConfig, *, max_s: float = DEFAULT_MAX_S) ->
     return em
 
 
-def score_segments(model: EmotionModel, *, audio: np.ndarray, segments: list[Segment],
+def score_segments(model: EmotionModel, *, audio: np.ndarray | Mapping[str, np.ndarray], segments: list[Segment],
                    progress: Callable[[float, float], None] | None = None) -> list[SegmentEmotion]:
-    """One batched pass of ``model`` over ``segments``, each cut from ``audio`` by
-    :meth:`~tasks.records.Segment.cut`; results in the segments' order."""
-    return model.analyse([s.cut(audio) for s in segments], progress=progress) if segments else []
+    """One batched pass of ``model`` over ``segments``, each cut by
+    :meth:`~tasks.records.Segment.cut` from ``audio``: the recording, or a mapping speaker →
+    the audio that speaker is heard in (a channel of a split call). Results in the segments' order."""
+    def source(seg: Segment) -> np.ndarray:
+        return audio[seg.speaker] if isinstance(audio, Mapping) else audio
+
+    return model.analyse([s.cut(source(s)) for s in segments], progress=progress) if segments else []
 
 
-def compute_emotion(*, segments: Path, audio: Path, config: EmotionConfig, max_s: float, out: Path,
+def compute_emotion(*, segments: Path, channels: Path, audio: Path, config: EmotionConfig, max_s: float, out: Path,
                     progress: Callable[[float, float], None] | None = None) -> dict:
     """The emotion stage: scores, frame logits and embeddings of the ``ok`` segments of the
-    segment artefact, cut from the audio of artefact folder ``audio``; returns the facts."""
+    segment artefact, cut from the audio of artefact folder ``audio`` (from the speaker's own
+    channel when the ``channels`` artefact split the recording); returns the facts."""
     from tasks import layout
 
     scored = [(i, s) for i, s in enumerate(layout.read_segments(segments, recording_id="recording"))
               if s.status == "ok"]
     # Batching policy (GPU: batch_seconds buckets; CPU: one clip per forward) is the engine's.
     model = get_emotion_model(config, max_s=max_s)
-    results = score_segments(model, audio=layout.read_audio(audio), segments=[s for _, s in scored],
-                             progress=progress)
+    channel_of = layout.channel_of(channels)
+    heard: np.ndarray | dict[str, np.ndarray]
+    if channel_of is None:
+        heard = layout.read_audio(audio)
+    else:
+        rows = layout.read_channels(audio)
+        heard = {label: rows[row] for label, row in channel_of.items()}
+    results = score_segments(model, audio=heard, segments=[s for _, s in scored], progress=progress)
     layout.write_emotion(out, positions=[i for i, _ in scored], results=results, embed_dim=model.embed_dim)
     return {"segments": len(results), "seconds_of_audio": round(sum(s.duration for _, s in scored), 3),
-            "model_sha256": model.sha256}
+            "model_sha256": model.sha256, "heard": "channel" if channel_of is not None else "mix"}
 
 
 def analyse_whole(model: EmotionModel, audio: np.ndarray, *, max_clip_s: float) -> SegmentEmotion:

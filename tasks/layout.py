@@ -22,8 +22,13 @@ from tasks.records import EMOTIONS, EmotionResult, Segment, Turn, segment_id
 # load
 AUDIO = "audio.npy"
 AUDIO_INFO = "info.json"
+CHANNELS = "channels.npy"
+"""(channels, n) float32, only for sources with 2+ channels (``audio.npy`` is their mix)."""
+# channels
+CHANNEL_DECISION = "channels.json"
 # denoise
 DENOISED = "denoised.npy"
+DENOISED_CHANNELS = "denoised_channels.npy"
 # diarize
 RTTM = "diarization.rttm"
 TURNS = "turns.json"
@@ -64,6 +69,26 @@ def read_audio(folder: Path, *, mmap: bool = True) -> np.ndarray:
     """The audio of a load artefact (``audio.npy``) or a denoise artefact (``denoised.npy``)."""
     name = DENOISED if (folder / DENOISED).is_file() else AUDIO
     return np.load(folder / name, mmap_mode="r" if mmap else None)
+
+
+def read_channels(folder: Path, *, mmap: bool = True) -> np.ndarray | None:
+    """The per-channel audio of a load or denoise artefact ``(channels, n)``, or None (mono, or a
+    denoise artefact that denoised the mix only)."""
+    for name in (DENOISED_CHANNELS, CHANNELS):
+        if (folder / name).is_file():
+            return np.load(folder / name, mmap_mode="r" if mmap else None)
+    return None
+
+
+def write_channel_decision(folder: Path, *, mode: str, reason: str, figures: dict[str, Any],
+                           labels: Sequence[str]) -> None:
+    write_json(folder / CHANNEL_DECISION, {"mode": mode, "reason": reason, "figures": figures, "labels": list(labels)})
+
+
+def channel_of(folder: Path) -> dict[str, int] | None:
+    """Speaker label → channel row when the channels artefact split the recording, else None."""
+    data = read_json(folder / CHANNEL_DECISION)
+    return {label: i for i, label in enumerate(data["labels"])} if data["mode"] == "split" else None
 
 
 def has_audio(folder: Path) -> bool:

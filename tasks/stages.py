@@ -20,9 +20,11 @@ from tasks.artefacts import source_hash, stage_key
 from tasks.config import Config
 
 TASKS_DIR = Path(__file__).resolve().parent
-STAGES: tuple[str, ...] = ("load", "denoise", "diarize", "voices", "segment", "emotion", "screen", "export")
+STAGES: tuple[str, ...] = ("load", "channels", "denoise", "diarize", "voices", "segment", "emotion", "screen",
+                           "export")
 STAGE_MODULES: dict[str, tuple[str, ...]] = {
     "load": ("audio", "layout"),
+    "channels": ("channels", "layout"),
     "denoise": ("denoise", "layout"),
     "diarize": ("diarize", "layout"),
     "voices": ("voices", "speakers", "layout"),
@@ -34,6 +36,7 @@ STAGE_MODULES: dict[str, tuple[str, ...]] = {
 """The ``tasks`` modules whose functions compute each stage (their imports are followed)."""
 STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
     "load": ("audio",),
+    "channels": ("diarization",),
     "denoise": ("denoise",),
     "diarize": ("diarization",),
     "voices": ("diarization",),
@@ -45,10 +48,12 @@ STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
 """The config sections each stage reads."""
 SECTION_KEYS_NOT_READ: dict[str, dict[str, tuple[str, ...]]] = {
     "diarize": {"diarization": ("known_speakers", "known_threshold", "link_threshold")},
+    "channels": {"diarization": ("known_speakers", "known_threshold", "link_threshold")},
 }
 """Keys of a section a stage does not read (naming speakers does not diarize again)."""
 STAGE_MODELS: dict[str, tuple[str, ...]] = {
-    "denoise": ("segmentation",), "diarize": ("segmentation", "embedding"), "voices": ("embedding",),
+    "channels": ("segmentation", "embedding"), "denoise": ("segmentation",), "diarize": ("segmentation", "embedding"),
+    "voices": ("embedding",),
     "emotion": ("emotion",),
 }
 """The models each stage runs (their checksums are part of its key)."""
@@ -64,20 +69,23 @@ def stage_dependencies(config: Config) -> dict[str, tuple[str, ...]]:
     """The stages whose artefacts each stage reads (its key includes theirs), in an order where
     every stage comes after what it reads.
 
-    ``diarize`` and ``segment`` read the audio ``diarization.audio`` names, ``emotion`` the audio
-    ``emotion.audio`` names; the audio read is always the last dependency listed.
+    ``diarize``, ``voices`` and ``segment`` read the audio ``diarization.audio`` names, ``emotion``
+    the audio ``emotion.audio`` names; the audio read is always the last dependency listed. The
+    ``channels`` stage decides whether a recording is one mix or one speaker per channel; every
+    stage that hears audio reads its decision.
     """
     diarized = "denoise" if config.diarization.audio == "denoised" else "load"
     heard = "denoise" if config.emotion.audio == "denoised" else "load"
     if reuses_diarization_for_denoise(config):
-        first = {"load": (), "diarize": ("load",), "denoise": ("load", "diarize")}
+        first = {"load": (), "channels": ("load",), "diarize": ("channels", "load"),
+                 "denoise": ("load", "channels", "diarize")}
     else:
-        first = {"load": (), "denoise": ("load",), "diarize": (diarized,)}
+        first = {"load": (), "channels": ("load",), "denoise": ("load", "channels"), "diarize": ("channels", diarized)}
     return {
         **first,
-        "voices": ("diarize", diarized),
+        "voices": ("diarize", "channels", diarized),
         "segment": ("diarize", diarized),
-        "emotion": ("segment", heard),
+        "emotion": ("segment", "channels", heard),
         "screen": ("segment", "emotion"),
         "export": ("diarize", "segment", "screen", "emotion", "denoise", "voices"),
     }

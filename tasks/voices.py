@@ -37,7 +37,8 @@ def store_digest(store: str | None) -> str:
     return h.hexdigest()[:16]
 
 
-def compute_voices(*, diarization: Path, audio: Path, config: DiarizationConfig, out: Path) -> dict[str, Any]:
+def compute_voices(*, diarization: Path, channels: Path, audio: Path, config: DiarizationConfig,
+                   out: Path) -> dict[str, Any]:
     """The voices stage: ``voices.npz`` (label → vector) and ``speakers.json`` (label → name)."""
     from tasks import layout
     from tasks.diarize import load_embedding_model, parse_rttm
@@ -48,7 +49,12 @@ def compute_voices(*, diarization: Path, audio: Path, config: DiarizationConfig,
     centroids: dict[str, np.ndarray] = {}
     if annotation is not None and annotation.labels():
         embedder = load_embedding_model(config.embedding_model, config.device)
-        centroids = speaker_centroids(np.asarray(layout.read_audio(audio)), annotation, embedder=embedder)
+        channel_of = layout.channel_of(channels)
+        if channel_of is None:
+            centroids = speaker_centroids(np.asarray(layout.read_audio(audio)), annotation, embedder=embedder)
+        else:  # each speaker from its own channel
+            centroids = speaker_centroids(np.asarray(layout.read_channels(audio)), annotation, embedder=embedder,
+                                          channel_of=channel_of)
     labels = sorted(annotation.labels(), key=str) if annotation is not None else []
     names = {label: label for label in labels}
     if config.known_speakers and centroids:
