@@ -439,7 +439,12 @@ def finalize(jobs: list[RecordingJob], outcomes: list[dict[str, Any]], run: dict
             "failed": outcome["failure"],
         }
     t0 = time.perf_counter()
-    links = _link_speakers([j for j in jobs if j.recording_id in set(ok_ids)], config=config)
+    try:
+        links = _link_speakers([j for j in jobs if j.recording_id in set(ok_ids)], config=config)
+    except Exception as exc:  # linking is run-level extra: never lose the recordings' results over it
+        links = {}
+        failures.append({"input": str(out), "stage": "link_speakers", "error": type(exc).__name__,
+                         "message": f"{out}: speakers not linked across recordings: {first_line(exc)}"})
     for (rid, speaker), gid in links.items():
         recordings[rid].setdefault("global_speakers", {})[speaker] = gid
     table = write_run_tables(out, ok_ids, csv_too=config.export.csv, global_speakers=links)

@@ -489,7 +489,8 @@ def link_speakers(
     def blocked(a: np.ndarray | int, b_rows: np.ndarray) -> np.ndarray:
         share = (in_rec[b_rows] & in_rec[a]).any(axis=-1)
         la = label_of[int(a)]
-        named = np.array([la is not None and label_of[int(b)] is not None and label_of[int(b)] != la for b in b_rows])
+        named = np.array([la is not None and label_of[int(b)] is not None and label_of[int(b)] != la for b in b_rows],
+                         dtype=bool)
         return share | named
 
     score = sim.copy()

@@ -95,8 +95,9 @@ def test_a_drill_rule_edited_in_a_copy_recomputes_screen(tmp_path: Path, short_r
     assert {STAGE_FUNCTIONS[s](jobs[0]).status for s in stage_dependencies(cfg)} == {"computed"}
     screen_py.write_text(screen_py.read_text().replace(rule, "return bool(confidence <= threshold)"))
     second = run(tmp_path / "code")
-    assert second == {"load": "reused", "denoise": "reused", "diarize": "reused", "segment": "reused",
-                      "emotion": "reused", "screen": "computed", "export": "computed"}
+    assert second == {"load": "reused", "channels": "reused", "denoise": "reused", "diarize": "reused",
+                      "voices": "reused", "segment": "reused", "emotion": "reused", "screen": "computed",
+                      "export": "computed"}
 
 
 def test_export_reports_its_facts_when_reused(tmp_path: Path, short_recording: Path, tiny_model_dir: Path) -> None:

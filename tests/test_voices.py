@@ -110,3 +110,13 @@ def test_naming_threshold_reruns_voices_not_diarization(prefect_harness, calls, 
     assert stages["voices"]["status"] == "computed" and stages["export"]["status"] == "computed"
     table = pd.read_parquet(out / "segments.parquet")
     assert "alice" not in set(table["speaker"])  # nobody is that similar: SPEAKER_xx labels stay
+
+
+def test_linking_handles_one_and_no_speakers() -> None:
+    from tasks.voices import link_run_speakers
+
+    v = np.ones(192, np.float32)
+    assert link_run_speakers({"a": ({"SPEAKER_00": v}, {"SPEAKER_00": "SPEAKER_00"})}, threshold=0.5) == {
+        ("a", "SPEAKER_00"): "G00"}
+    assert link_run_speakers({"a": ({}, {"SPEAKER_00": "SPEAKER_00"})}, threshold=0.5) == {}
+    assert link_run_speakers({}, threshold=0.5) == {}
