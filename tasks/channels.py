@@ -469,12 +469,30 @@ def compute_channels(*, load: Path, config: DiarizationConfig, out: Path) -> dic
         decision = ChannelDecision("mix", "mono recording", {"channels": 1, "requested": config.channels})
     else:
         decision = decide_channel_mode(np.asarray(channels, dtype=np.float32), mode=config.channels, config=config)
-    labels = (channel_labels(count=int(channels.shape[0]), names=config.channel_names)
-              if decision.mode == "split" and channels is not None else [])
+    labels: list[str] = []
+    if decision.mode == "split" and channels is not None:
+        labels = channel_labels(count=int(channels.shape[0]), names=config.channel_names)
+        activity = decision.activity or channel_activity(np.asarray(channels, dtype=np.float32), config=config)
+        np.savez(out / ACTIVITY_FILE, speech=activity.speech, own_db=activity.own_db, bleed_db=activity.bleed_db,
+                 grid=np.array([activity.frame_start, activity.frame_step, activity.duration]))
     facts = {"mode": decision.mode, "reason": decision.reason, **_plain(decision.figures)}
     layout.write_channel_decision(out, mode=decision.mode, reason=decision.reason, figures=_plain(decision.figures),
                                   labels=labels)
     return facts
+
+
+ACTIVITY_FILE = "activity.npz"
+"""Who speaks when per channel, as the channels stage found it (the diarize stage reads it)."""
+
+
+def read_activity(folder: Path) -> ChannelActivity | None:
+    """The channel activity a channels artefact stored (split recordings), else None."""
+    path = folder / ACTIVITY_FILE
+    if not path.is_file():
+        return None
+    with np.load(path) as npz:
+        start, step, duration = (float(v) for v in npz["grid"])
+        return ChannelActivity(npz["speech"].astype(bool), npz["own_db"], npz["bleed_db"], start, step, duration)
 
 
 def _plain(value: Any) -> Any:

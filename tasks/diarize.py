@@ -561,14 +561,16 @@ def compute_diarization(*, audio: Path, channels: Path, config: DiarizationConfi
         result = diarize(np.asarray(layout.read_audio(audio)), recording_id=ANONYMOUS_URI, config=config,
                          progress=progress)
     else:
-        from tasks.channels import diarize_channels
+        from tasks.channels import diarize_channels, read_activity
 
         sources = layout.read_channels(audio)
         labels = [label for label, _ in sorted(channel_of.items(), key=lambda kv: kv[1])]
         if progress is not None:
             progress(0.0, 1.0)
+        # the activity the channels stage found on the original channels (denoised ones are redetected)
+        activity = None if layout.has_denoised(audio) else read_activity(channels)
         result = diarize_channels(np.asarray(sources, dtype=np.float32), config=config, names=labels,
-                                  recording_id=ANONYMOUS_URI)
+                                  recording_id=ANONYMOUS_URI, activity=activity)
         if progress is not None:
             progress(1.0, 1.0)
     write_rttm(result.annotation, out / layout.RTTM, uri=ANONYMOUS_URI)

@@ -91,6 +91,11 @@ def channel_of(folder: Path) -> dict[str, int] | None:
     return {label: i for i, label in enumerate(data["labels"])} if data["mode"] == "split" else None
 
 
+def has_denoised(folder: Path) -> bool:
+    """Whether the artefact holds denoised audio."""
+    return (folder / DENOISED).is_file() or (folder / DENOISED_CHANNELS).is_file()
+
+
 def has_audio(folder: Path) -> bool:
     """Whether the artefact holds audio (a denoise artefact with denoising off holds none)."""
     return (folder / DENOISED).is_file() or (folder / AUDIO).is_file()
