@@ -25,7 +25,6 @@ Three public steps:
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -79,7 +78,6 @@ MAX_CORRELATION_BLOCKS = 12
 MAX_EMBED_SPEECH_S = 60.0
 """``auto`` embeds at most this much of each channel's own speech."""
 
-_LABEL = re.compile(r"^CH\d+$")
 
 
 def channel_labels(*, count: int, names: list[str] | None = None) -> list[str]:

@@ -119,6 +119,8 @@ def test_voiceprints_of_another_model_are_refused(store: Path, tmp_path: Path) -
     msg = str(err.value)
     assert "\n" not in msg and "another speaker model" in msg and "emoflow speakers enroll Alice" in msg
     assert set(load_voiceprints(store=store, model_sha256=current_model()[1])) == {"Alice", "Bob"}
+    listed = runner.invoke(app, ["speakers", "list", "--speakers", str(other)])
+    assert listed.exit_code == 0 and "made with another speaker model: enrol again" in listed.output
 
 
 def test_known_voices_are_named_and_strangers_are_not(store: Path, centroid) -> None:
