@@ -104,9 +104,10 @@ class ChannelActivity:
     """Per-channel speech on the speech detector's frame grid.
 
     ``speech[c, t]``: channel ``c`` speaks in frame ``t`` (its detector says speech and its
-    energy is above the other channels' bleed); ``own[c, t]``: how far (dB) that energy is above
-    the bleed and the noise floor (used to settle overlaps); ``bleed_db[o, c]``: energy of
-    channel ``o`` found in channel ``c`` (dB, -inf on the diagonal).
+    energy is above the other channels' bleed); ``own_db[c, t]``: how far (dB) that energy is
+    above the expected bleed and noise allowance (used to settle overlaps); ``bleed_db[o, c]``:
+    energy of channel ``o`` found in channel ``c`` (dB; -inf on the diagonal or when none was
+    measured).
     """
 
     speech: np.ndarray
@@ -253,8 +254,9 @@ def channel_activity(
                 leak = float(np.sum(energy[c, alone] - floor[c]))
                 gain[o, c] = max(leak, 0.0) / float(np.sum(excess[o, alone]))
     expected_bleed = gain.T @ excess  # (count, frames): sum over o of gain[o, c] * excess[o]
-    # the noise allowance: the channel's noise fluctuation while another channel clearly
-    # dominates (its detector may be hearing that channel's bleed), a small guard otherwise
+    # the noise allowance: the channel's one-in-ten noise excursion while another channel is
+    # louder and heard as speech (its bleed may be what this channel's detector hears), the
+    # average excursion otherwise
     dominated = np.zeros_like(vad)
     for c in range(count):
         for o in range(count):
