@@ -450,11 +450,11 @@ def diarize_channels(
     channels : np.ndarray
         (channels, n) float samples at 16 kHz.
     config : DiarizationConfig
-        Speech detector and ``exclude_overlap``.
+        Speech detector, ``channel_names`` and ``exclude_overlap``.
     recording_id : str
         The annotations' ``uri``.
     names : list of str, optional
-        Speaker label of each channel (``diarization.channel_names``); default ``CH0``, ``CH1``...
+        Speaker label of each channel; default ``config.channel_names``, else ``CH0``, ``CH1``...
     activity : ChannelActivity, optional
         Already computed (``ChannelDecision.activity``); computed here when None.
     min_gap_s : float
@@ -470,7 +470,7 @@ def diarize_channels(
 
     channels = np.atleast_2d(np.asarray(channels, dtype=np.float32))
     count = channels.shape[0]
-    labels = channel_labels(count=count, names=names)
+    labels = channel_labels(count=count, names=names if names is not None else config.channel_names)
     if activity is None:
         activity = channel_activity(channels, config=config)
     annotation = Annotation(uri=recording_id)
