@@ -265,18 +265,21 @@ def speakers_enroll(
 @speakers_app.command("list")
 def speakers_list(speakers: Optional[Path] = typer.Option(None, "--speakers", help=_SPEAKERS_HELP)) -> None:
     """Enrolled speakers: name, seconds of speech, files, date."""
-    from tasks.speakers import SpeakerError, default_store, list_voiceprints
+    from tasks.models import ModelUnavailableError
+    from tasks.speakers import SpeakerError, current_model, default_store, list_voiceprints
 
     store = speakers or default_store()
     try:
         prints = list_voiceprints(store=store)
-    except SpeakerError as exc:
+        model_sha = current_model()[1] if prints else ""
+    except (SpeakerError, ModelUnavailableError) as exc:
         _fail(str(exc))
     if not prints:
         typer.echo(f"no speakers enrolled in {store}")
         return
     for vp in prints:
-        typer.echo(f"{vp.name}\t{vp.speech_s:.1f} s\t{len(vp.sources)} file(s)\t{vp.created}")
+        stale = "" if vp.model_sha256 == model_sha else "\tmade with another speaker model: enrol again"
+        typer.echo(f"{vp.name}\t{vp.speech_s:.1f} s\t{len(vp.sources)} file(s)\t{vp.created}{stale}")
 
 
 @speakers_app.command("remove")

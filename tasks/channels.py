@@ -25,7 +25,6 @@ Three public steps:
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -48,8 +47,8 @@ ENERGY_WINDOW_S = 0.1
 """Frame energies are measured over this window around each detector frame (longer than the
 bleed's delay and a phoneme's dip, short enough to follow turn changes)."""
 NOISE_GUARD = 0.05
-"""The bleed a frame is compared with never drops below this share of the channel's noise
-floor (-13 dB), so silence on the other channel does not make noise look like speech."""
+"""The noise allowance a frame is compared with (besides the bleed) is at least this share of
+the channel's noise floor (-13 dB)."""
 CHANNEL_MIN_GAP_S = 0.2
 """Gaps shorter than this within a channel's speech are filled. Chosen on the simulated calls of
 ``benchmarks/calls_and_speakers.py`` (3 calls, DER at the ±0.25 s collar): 0 s 3.5 / 2.6 /
@@ -80,7 +79,6 @@ MAX_CORRELATION_BLOCKS = 12
 MAX_EMBED_SPEECH_S = 60.0
 """``auto`` embeds at most this much of each channel's own speech."""
 
-_LABEL = re.compile(r"^CH\d+$")
 
 
 def channel_labels(*, count: int, names: list[str] | None = None) -> list[str]:
@@ -107,9 +105,10 @@ class ChannelActivity:
     """Per-channel speech on the speech detector's frame grid.
 
     ``speech[c, t]``: channel ``c`` speaks in frame ``t`` (its detector says speech and its
-    energy is above the other channels' bleed); ``own[c, t]``: how far (dB) that energy is above
-    the bleed and the noise floor (used to settle overlaps); ``bleed_db[o, c]``: energy of
-    channel ``o`` found in channel ``c`` (dB, -inf on the diagonal).
+    energy is above the other channels' bleed); ``own_db[c, t]``: how far (dB) that energy is
+    above the expected bleed and noise allowance (used to settle overlaps); ``bleed_db[o, c]``:
+    energy of channel ``o`` found in channel ``c`` (dB; -inf on the diagonal or when none was
+    measured).
     """
 
     speech: np.ndarray
@@ -135,13 +134,23 @@ class ChannelActivity:
 
 
 def _frame_energy(audio: np.ndarray, *, centres: np.ndarray, half_s: float) -> np.ndarray:
-    """Mean square of ``audio`` in ``[centre - half_s, centre + half_s]`` per frame centre."""
-    csum = np.concatenate(([0.0], np.cumsum(np.square(audio, dtype=np.float64))))
+    """Mean square of ``audio`` in ``[centre - half_s, centre + half_s]`` per frame centre, at
+    10 ms resolution (sums of 10 ms blocks, computed in chunks: memory stays at the frames')."""
+    hop = SAMPLE_RATE // 100
     n = audio.shape[0]
-    lo = np.clip(np.round((centres - half_s) * SAMPLE_RATE).astype(np.int64), 0, n)
-    hi = np.clip(np.round((centres + half_s) * SAMPLE_RATE).astype(np.int64), 0, n)
-    width = np.maximum(hi - lo, 1)
-    return (csum[hi] - csum[lo]) / width
+    blocks = np.zeros(-(-n // hop), dtype=np.float64)
+    step = hop * 6000  # one minute per chunk
+    for s in range(0, n, step):
+        piece = audio[s : s + step]
+        full = piece.shape[0] // hop
+        sq = np.square(piece[: full * hop].reshape(full, hop), dtype=np.float64).sum(axis=1)
+        blocks[s // hop : s // hop + full] = sq
+        if piece.shape[0] > full * hop:
+            blocks[s // hop + full] = float(np.square(piece[full * hop :], dtype=np.float64).sum())
+    csum = np.concatenate(([0.0], np.cumsum(blocks)))
+    lo = np.clip(np.round((centres - half_s) * 100).astype(np.int64), 0, blocks.size)
+    hi = np.clip(np.round((centres + half_s) * 100).astype(np.int64), 0, blocks.size)
+    return (csum[hi] - csum[lo]) / (np.maximum(hi - lo, 1) * hop)
 
 
 def _noise_floor(energy: np.ndarray, *, quiet: np.ndarray) -> float:
@@ -150,6 +159,17 @@ def _noise_floor(energy: np.ndarray, *, quiet: np.ndarray) -> float:
     if quiet.sum() >= 60:
         return float(np.median(energy[quiet]))
     return float(np.percentile(energy, 10)) if energy.size else 0.0
+
+
+def _noise_spread(energy: np.ndarray, *, quiet: np.ndarray, floor: float, percentile: float | None) -> float:
+    """How far a channel's noise energy rises above its floor where nobody speaks: at the
+    ``percentile`` (one frame in ten for 90), or on average (``None``: the mean minus the floor;
+    bursty noise has a mean well above its median); at least :data:`NOISE_GUARD` of the floor."""
+    guard = max(NOISE_GUARD * floor, 1e-12)
+    if quiet.sum() < 60:
+        return guard
+    level = float(np.mean(energy[quiet])) if percentile is None else float(np.percentile(energy[quiet], percentile))
+    return max(level - floor, guard)
 
 
 def _majority(mask: np.ndarray, *, width: int) -> np.ndarray:
@@ -178,13 +198,16 @@ def channel_activity(
 
     A frame of channel ``c`` is speech when the speech detector says so on ``c`` *and*
     ``c``'s energy above its noise floor exceeds, by ``margin_db``, the bleed expected from the
-    other channels (their energy in that frame times the bleed gain estimated for the pair).
+    other channels (their energy in that frame times the bleed gain estimated for the pair)
+    plus a noise allowance (:func:`_noise_spread`): while another channel is louder and its
+    detector hears speech, the channel's noise excursion of one frame in ten (a noise burst
+    under the other's bleed is not speech), otherwise its average excursion above the floor.
     Energies are taken above each channel's noise floor (median energy where no detector hears
     speech); a frame also needs twice the floor's energy (the speech counted is that above the
-    noise). The bleed gain
-    ``o → c`` is the median, over frames where ``o`` speaks and is louder than ``c``, of
-    ``c``'s energy over ``o``'s: most such frames are ``o`` alone, so the median is the leak
-    (an over-estimate when overlaps are frequent, which only makes the rule stricter).
+    noise). The bleed gain ``o → c`` is ``c``'s energy above its floor over ``o``'s, summed over
+    the frames where ``o`` talks clearly (10 dB above its floor) and ``c`` is 6 dB below it:
+    those are ``o`` alone, and what ``c`` has there beyond its noise is ``o``'s leak (sums, not
+    a median: a leak below ``c``'s noise is still measured on average).
 
     Parameters
     ----------
@@ -216,18 +239,32 @@ def channel_activity(
     vad = np.stack([p[:frames] for p in probs]) > threshold
     vad &= inside[None]
     energy = np.stack([_frame_energy(channels[c], centres=centres, half_s=ENERGY_WINDOW_S / 2) for c in range(count)])
-    floor = np.array([_noise_floor(energy[c], quiet=inside & ~vad.any(axis=0)) for c in range(count)])
+    quiet = inside & ~vad.any(axis=0)
+    floor = np.array([_noise_floor(energy[c], quiet=quiet) for c in range(count)])
+    spread = np.array([_noise_spread(energy[c], quiet=quiet, floor=floor[c], percentile=90) for c in range(count)])
+    usual = np.array([_noise_spread(energy[c], quiet=quiet, floor=floor[c], percentile=None) for c in range(count)])
     excess = np.maximum(energy - floor[:, None], 0.0)
     gain = np.zeros((count, count))
     for o in range(count):
         for c in range(count):
             if o == c:
                 continue
-            louder = vad[o] & (excess[o] > excess[c]) & (excess[o] > 0)
-            if louder.sum() >= 10:
-                gain[o, c] = float(np.median(excess[c, louder] / np.maximum(excess[o, louder], 1e-12)))
+            # o clearly talking, c at least 6 dB below: o alone, c hears its bleed (and noise)
+            alone = vad[o] & (excess[o] > 4.0 * excess[c]) & (excess[o] > 10.0 * floor[o])
+            if alone.sum() >= 10:
+                leak = float(np.sum(energy[c, alone] - floor[c]))
+                gain[o, c] = max(leak, 0.0) / float(np.sum(excess[o, alone]))
     expected_bleed = gain.T @ excess  # (count, frames): sum over o of gain[o, c] * excess[o]
-    own_db = _db(excess) - _db(expected_bleed + NOISE_GUARD * floor[:, None])
+    # the noise allowance: the channel's one-in-ten noise excursion while another channel is
+    # louder and heard as speech (its bleed may be what this channel's detector hears), the
+    # average excursion otherwise
+    dominated = np.zeros_like(vad)
+    for c in range(count):
+        for o in range(count):
+            if o != c:
+                dominated[c] |= vad[o] & (excess[o] > excess[c])
+    allowance = np.where(dominated, spread[:, None], usual[:, None])
+    own_db = _db(excess) - _db(expected_bleed + allowance)
     # own speech: above the others' bleed by the margin, and above the noise floor (x2)
     speech = vad & (own_db > margin_db) & (excess > floor[:, None])
     speech = _majority(speech, width=SMOOTH_FRAMES)
@@ -414,11 +451,11 @@ def diarize_channels(
     channels : np.ndarray
         (channels, n) float samples at 16 kHz.
     config : DiarizationConfig
-        Speech detector and ``exclude_overlap``.
+        Speech detector, ``channel_names`` and ``exclude_overlap``.
     recording_id : str
         The annotations' ``uri``.
     names : list of str, optional
-        Speaker label of each channel (``diarization.channel_names``); default ``CH0``, ``CH1``...
+        Speaker label of each channel; default ``config.channel_names``, else ``CH0``, ``CH1``...
     activity : ChannelActivity, optional
         Already computed (``ChannelDecision.activity``); computed here when None.
     min_gap_s : float
@@ -434,7 +471,7 @@ def diarize_channels(
 
     channels = np.atleast_2d(np.asarray(channels, dtype=np.float32))
     count = channels.shape[0]
-    labels = channel_labels(count=count, names=names)
+    labels = channel_labels(count=count, names=names if names is not None else config.channel_names)
     if activity is None:
         activity = channel_activity(channels, config=config)
     annotation = Annotation(uri=recording_id)

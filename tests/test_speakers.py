@@ -14,6 +14,7 @@ from pyannote.core import Annotation, Segment
 from typer.testing import CliRunner
 
 from flows.cli import app
+from tasks.config import DiarizationConfig
 from tasks.speakers import (
     SpeakerError,
     check_name,
@@ -30,6 +31,8 @@ from tasks.speakers import (
 
 SR = 16000
 runner = CliRunner()
+KNOWN = DiarizationConfig().known_threshold
+LINK = DiarizationConfig().link_threshold
 
 
 def _voices(shared: Path) -> list[list[Path]]:
@@ -119,12 +122,14 @@ def test_voiceprints_of_another_model_are_refused(store: Path, tmp_path: Path) -
     msg = str(err.value)
     assert "\n" not in msg and "another speaker model" in msg and "emoflow speakers enroll Alice" in msg
     assert set(load_voiceprints(store=store, model_sha256=current_model()[1])) == {"Alice", "Bob"}
+    listed = runner.invoke(app, ["speakers", "list", "--speakers", str(other)])
+    assert listed.exit_code == 0 and "made with another speaker model: enrol again" in listed.output
 
 
 def test_known_voices_are_named_and_strangers_are_not(store: Path, centroid) -> None:
     prints = load_voiceprints(store=store, model_sha256=current_model()[1])
     cents = {"SPEAKER_00": centroid(1, 5), "SPEAKER_01": centroid(0, 6), "SPEAKER_02": centroid(2, 5)}
-    named = name_speakers(cents, prints, threshold=0.45)
+    named = name_speakers(cents, prints, threshold=KNOWN)
     assert named == {"SPEAKER_00": "Bob", "SPEAKER_01": "Alice", "SPEAKER_02": "SPEAKER_02"}
 
 
@@ -133,7 +138,7 @@ def test_two_speakers_never_share_a_name(store: Path, centroid) -> None:
     closer one is Alice; the other keeps its label (Bob does not fit it)."""
     prints = load_voiceprints(store=store, model_sha256=current_model()[1])
     cents = {"SPEAKER_00": centroid(0, 5), "SPEAKER_01": centroid(0, 7)}
-    named = name_speakers(cents, prints, threshold=0.45)
+    named = name_speakers(cents, prints, threshold=KNOWN)
     assert sorted(named.values()).count("Alice") == 1
     assert "Bob" not in named.values()
 
@@ -163,17 +168,17 @@ def test_link_speakers_across_recordings(centroid) -> None:
         "r3": {"SPEAKER_00": centroid(7, 3), "SPEAKER_01": centroid(5, 3)},
         "r4": {"CH0": centroid(8, 2), "CH1": centroid(5, 4)},
     }
-    gid = link_speakers(recs, threshold=0.45)
+    gid = link_speakers(recs, threshold=LINK)
     assert gid[("r1", "SPEAKER_00")] == gid[("r3", "SPEAKER_01")] == gid[("r4", "CH1")] == "G00"
     assert gid[("r1", "SPEAKER_01")] == gid[("r2", "SPEAKER_00")] == "G01"
     assert gid[("r2", "SPEAKER_01")] == gid[("r3", "SPEAKER_00")] == "G02"
     assert gid[("r4", "CH0")] == "G03"
-    assert link_speakers(recs, threshold=0.45) == gid
+    assert link_speakers(recs, threshold=LINK) == gid
     # cannot-link: a recording whose two speakers are one voice keeps them apart
     twin = {"r5": {"SPEAKER_00": centroid(5, 5), "SPEAKER_01": centroid(5, 6)}}
-    g2 = link_speakers({**recs, **twin}, threshold=0.45)
+    g2 = link_speakers({**recs, **twin}, threshold=LINK)
     assert g2[("r5", "SPEAKER_00")] != g2[("r5", "SPEAKER_01")]
-    named = link_speakers(recs, threshold=0.45, names={("r2", "SPEAKER_00"): "Carol"})
+    named = link_speakers(recs, threshold=LINK, names={("r2", "SPEAKER_00"): "Carol"})
     assert named[("r1", "SPEAKER_01")] == "Carol" and named[("r1", "SPEAKER_00")] == "G00"
 
 
