@@ -207,6 +207,23 @@ def _dbfs(value: float) -> float:
     return float(20.0 * np.log10(max(value, 1e-10)))
 
 
+LEVEL_BLOCK = 1 << 20
+"""Samples per block when measuring levels (no full-size temporary copies of a long file)."""
+
+
+def _peak_and_rms(audio: np.ndarray) -> tuple[float, float]:
+    """Peak and RMS of all samples, block by block."""
+    flat = audio.reshape(-1)
+    if not flat.size:
+        return 0.0, 0.0
+    peak, energy = 0.0, 0.0
+    for i in range(0, flat.size, LEVEL_BLOCK):
+        x = flat[i : i + LEVEL_BLOCK]
+        peak = max(peak, float(np.max(np.abs(x))))
+        energy += float(np.dot(x.astype(np.float64), x.astype(np.float64)))
+    return peak, float(np.sqrt(energy / flat.size))
+
+
 def load_audio(
     path: str | os.PathLike[str], *, config: AudioConfig | None = None
 ) -> tuple[np.ndarray, AudioInfo]:
@@ -329,16 +346,20 @@ def _decode(
     if too_long:
         raise TooLongError(p, f"more than audio.max_duration_s={cfg.max_duration_s:g} s of audio")
 
-    if keep_channels:
-        # filled piece by piece: peak memory is the pieces plus the output, as for mono
-        audio = np.empty((out_channels, sum(len(piece) for piece in pieces)), np.float32)
-        at = 0
-        for piece in pieces:
+    # The output is filled piece by piece, each piece freed once copied: resident memory stays
+    # about one copy of the audio (np.empty's pages are committed only as they are written).
+    total = sum(len(piece) for piece in pieces)
+    audio = np.empty((out_channels, total) if keep_channels else (total,), np.float32)
+    at = 0
+    pieces.reverse()
+    while pieces:
+        piece = pieces.pop()
+        if keep_channels:
             audio[:, at : at + len(piece)] = piece.T
-            at += len(piece)
-        pieces.clear()
-    else:
-        audio = np.concatenate(pieces).astype(np.float32, copy=False) if pieces else np.zeros(0, np.float32)
+        else:
+            audio[at : at + len(piece)] = piece
+        at += len(piece)
+        del piece
     duration = n_in / sr_in
     decode_error = _first_error_line(stderr) if proc.returncode != 0 or stderr.strip() else ""
     if n_in == 0:
@@ -366,8 +387,7 @@ def _decode(
         raise TooShortError(p, f"{duration * 1000:.0f} ms < audio.min_duration_s={cfg.min_duration_s:g} s")
 
     np.clip(audio, -1.0, 1.0, out=audio)
-    peak = float(np.max(np.abs(audio))) if audio.size else 0.0
-    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))) if audio.size else 0.0
+    peak, rms = _peak_and_rms(audio)
     silent = _dbfs(rms) < cfg.silence_dbfs
     if silent:
         warnings.append(f"silent: RMS {_dbfs(rms):.1f} dBFS < audio.silence_dbfs={cfg.silence_dbfs:g}")
