@@ -70,6 +70,8 @@ def build_call(minutes: float, path: Path, seed: int = 0) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--minutes", type=float, default=60)
+    ap.add_argument("--channels", default="auto", choices=["auto", "mix", "split"],
+                    help="diarization.channels (mix: today's mono path on the same call, for comparison)")
     ap.add_argument("--build-only", metavar="PATH", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.build_only:  # in a child process, so building the call does not count in the peak
@@ -91,7 +93,8 @@ def main() -> int:
     # a model path is needed to plan the run; the emotion stage is not run here
     from tasks.testmodels import build_emotion2vec_dir
 
-    cfg = load_config(None, [f"emotion.model={build_emotion2vec_dir(work / 'e2v', size='tiny')}"])
+    cfg = load_config(None, [f"emotion.model={build_emotion2vec_dir(work / 'e2v', size='tiny')}",
+                             f"diarization.channels={args.channels}"])
     load_diarization_pipeline(cfg.diarization)
     load_embedding_model(cfg.diarization.embedding_model, cfg.diarization.device)
     base = peak_mb()
