@@ -89,6 +89,14 @@ def resolve_models(config: Config, *, load: bool = False) -> dict[str, dict[str,
             out["diarization_pipeline"] = {"id": config.diarization.pipeline, "path": "", "sha256": "",
                                            "source": "pyannote"}
         check_models(out)
+        if config.diarization.known_speakers and "embedding" in out:
+            from tasks.speakers import SpeakerError, load_voiceprints
+
+            try:  # a missing store or a voiceprint of another CAM++ model stops the run before it starts
+                load_voiceprints(store=Path(config.diarization.known_speakers).expanduser(),
+                                 model_sha256=out["embedding"]["sha256"])
+            except SpeakerError as exc:
+                raise RunError(str(exc)) from None
     except ModelUnavailableError as exc:
         raise RunError(str(exc)) from None
     if load:

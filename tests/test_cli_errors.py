@@ -56,6 +56,8 @@ def _cases(j: dict[str, Path], model: Path) -> list[tuple[list[str], int, str]]:
     m = f"emotion.model={model}"
     return [
         (["run", wav, "--out", str(j["file"]), "--set", m], 2, "must be a folder"),
+        (["run", wav, "--out", str(d / "o-known"), "--set", m, "--set", f"diarization.known_speakers={d / 'nope'}"],
+         2, "known_speakers is not a directory"),
         (["run", wav, "--out", str(j["file"] / "sub"), "--set", m], 2, str(j["file"])),
         *([(["run", wav, "--out", str(j["readonly"] / "o"), "--set", m], 2, "cannot write the run directory")]
           if os.geteuid() != 0 else []),  # root writes anywhere: test_rundir covers it then
