@@ -68,12 +68,16 @@ def load_ami(split: str) -> list[dict]:
     return files
 
 
-def _speech_frames(x: np.ndarray, hop: int = 320) -> np.ndarray:
-    """20 ms frames of a clean utterance that hold speech: within 40 dB of its loudest frame
-    and 8 dB above its noise floor (10th percentile; test-other files have audible noise)."""
+def _speech_frames(x: np.ndarray, hop: int = 320, floor_of: np.ndarray | None = None) -> np.ndarray:
+    """Frames (``hop`` samples) of a clean utterance that hold speech: within 40 dB of its
+    loudest frame and 8 dB above its noise floor (10th percentile of the frame energies of
+    ``floor_of``, default ``x``; test-other files have audible noise)."""
     n = max(1, len(x) // hop)
     energy = 10 * np.log10(np.mean(x[: n * hop].reshape(n, hop) ** 2, axis=1) + 1e-10)
-    return energy > max(energy.max() - 40.0, np.percentile(energy, 10) + 8.0)
+    ref = x if floor_of is None else floor_of
+    m = max(1, len(ref) // hop)
+    floor = np.percentile(10 * np.log10(np.mean(ref[: m * hop].reshape(m, hop) ** 2, axis=1) + 1e-10), 10)
+    return energy > max(energy.max() - 40.0, floor + 8.0)
 
 
 def _trim(x: np.ndarray) -> np.ndarray:
@@ -83,11 +87,11 @@ def _trim(x: np.ndarray) -> np.ndarray:
     return x[on[0] * hop : (on[-1] + 1) * hop]
 
 
-def _speech_runs(x: np.ndarray, min_pause: float = 0.3) -> list[tuple[float, float]]:
-    """Speech stretches (s) of a clean utterance (``_speech_frames``), pauses shorter than
-    ``min_pause`` kept as speech."""
-    hop = 320
-    on = _speech_frames(x, hop)
+def _speech_runs(x: np.ndarray, *, min_pause: float = 0.3, hop: int = 320,
+                 floor_of: np.ndarray | None = None) -> list[tuple[float, float]]:
+    """Speech stretches (s) of a clean utterance (``_speech_frames`` on ``hop``-sample frames),
+    pauses shorter than ``min_pause`` kept as speech."""
+    on = _speech_frames(x, hop, floor_of)
     runs, start = [], None
     for i, v in enumerate(list(on) + [False]):
         if v and start is None:
@@ -104,11 +108,18 @@ def _speech_runs(x: np.ndarray, min_pause: float = 0.3) -> list[tuple[float, flo
     return [(a, b) for a, b in merged]
 
 
-def load_mixtures(seed: int = 7, n_per_k: int = 2, turns_per_speaker: int = 3) -> list[dict]:
-    """LibriSpeech conversations with an exact reference (see module doc)."""
+PAUSE_S = 0.2
+"""Pauses at least this long inside an utterance are non-speech in the pause-aware reference."""
+
+
+def load_mixtures(seed: int = 7, n_per_k: int = 2, turns_per_speaker: int = 3,
+                  folder: str = "test-other", name: str = "mix") -> list[dict]:
+    """LibriSpeech conversations with exact references (see module doc): ``reference`` is
+    pause-aware (10 ms frames of each clean source, pauses >= ``PAUSE_S`` cut out),
+    ``reference_turns`` one whole trimmed utterance per turn."""
     from pyannote.core import Annotation, Segment
 
-    lib = DATA / "librispeech" / "test-other"
+    lib = DATA / "librispeech" / folder
     by_spk: dict[str, list[Path]] = {}
     with open(lib / "speakers.csv", newline="") as fh:
         for row in csv.DictReader(fh):
@@ -121,33 +132,40 @@ def load_mixtures(seed: int = 7, n_per_k: int = 2, turns_per_speaker: int = 3) -
             chosen = list(rng.choice(speakers, size=k, replace=False))
             utts = {s: list(rng.permutation(by_spk[s]))[:turns_per_speaker] for s in chosen}
             order = [s for _ in range(turns_per_speaker) for s in rng.permutation(chosen)]
-            clips = [(s, _trim(sf.read(utts[s].pop(), dtype="float32")[0][: 12 * SR])) for s in order]
+            raws = [(s, sf.read(utts[s].pop(), dtype="float32")[0][: 12 * SR]) for s in order]
+            clips = [(s, _trim(raw), raw) for s, raw in raws]
             gaps = rng.uniform(0.2, 1.2, size=len(clips))
             overlaps = rng.uniform(0.3, 1.0, size=len(clips)) * (rng.random(len(clips)) < 0.4)
             for variant in ("", "-ov"):
                 t, placed = 0.5, []
-                for i, (s, clip) in enumerate(clips):
+                for i, (s, clip, raw) in enumerate(clips):
                     if i > 0:
                         prev_s = placed[-1]
                         start = prev_s[2] - overlaps[i] if (variant and prev_s[0] != s and overlaps[i] > 0) else prev_s[2] + gaps[i]
                     else:
                         start = t
-                    placed.append((s, start, start + len(clip) / SR, clip))
+                    placed.append((s, start, start + len(clip) / SR, clip, raw))
                 total = max(p[2] for p in placed) + 0.5
                 audio = np.zeros(int(total * SR) + 1, dtype=np.float32)
-                ref = Annotation(uri=f"mix{k}spk{m}{variant}")
+                ref = Annotation(uri=f"{name}{k}spk{m}{variant}")
                 ref_turns = Annotation(uri=ref.uri)
-                for s, start, end, clip in placed:
+                for s, start, end, clip, raw in placed:
                     i0 = int(round(start * SR))
                     audio[i0 : i0 + len(clip)] += clip
                     turn = Segment(i0 / SR, (i0 + len(clip)) / SR)
                     ref_turns[turn, ref_turns.new_track(turn)] = s
-                    for a, b in _speech_runs(clip):
+                    for a, b in _speech_runs(clip, min_pause=PAUSE_S, hop=SR // 100, floor_of=raw):
                         seg = Segment(i0 / SR + a, i0 / SR + b)
                         ref[seg, ref.new_track(seg)] = s
                 files.append({"uri": ref.uri, "audio": audio, "reference": ref, "reference_turns": ref_turns,
                               "uem": None})
     return files
+
+
+def load_train_mixtures() -> list[dict]:
+    """Conversations for tuning only: train-clean-100 voices (none of them in the evaluated
+    test-other mixtures), one utterance per speaker, another seed."""
+    return load_mixtures(seed=11, n_per_k=3, turns_per_speaker=1, folder="train-clean-100", name="trn")
 
 
 # --------------------------------------------------------------------------- scoring
