@@ -8,10 +8,14 @@ Two back ends, chosen by ``diarization.pipeline``:
     masks honoured so overlapped frames are excluded) and pyannote's agglomerative clustering
     (centroid linkage, cosine) with a threshold tuned for CAM++ on the AMI debug train set
     (``benchmarks/diarization_der.py``), then an embedding resegmentation of the single-speaker
-    speech with 1 s CAM++ windows (:mod:`tasks.resegment`). pyannote 4 insists on a PLDA in
-    ``SpeakerDiarization.__init__`` even for agglomerative clustering, so
+    speech with 1 s CAM++ windows (:mod:`tasks.resegment`), then a refinement by Silero VAD
+    (:mod:`tasks.refine`: turn edges moved to where the voice starts and stops, pauses cut,
+    speech no speaker holds given the nearest speaker), and last the exclusive diarization is
+    settled to one speaker at a time and both are cropped to the audio. pyannote 4 insists on a
+    PLDA in ``SpeakerDiarization.__init__`` even for agglomerative clustering, so
     :class:`OfflineSpeakerDiarization` subclasses it with its own ``__init__`` (no PLDA, no
-    hub look-ups); ``apply`` and everything after segmentation are pyannote's own.
+    hub look-ups); its ``apply`` is pyannote's followed by the steps above, so the pipeline's
+    output (what the benchmarks score) is exactly what :func:`diarize` returns.
 
 any other value
     A pretrained pyannote pipeline: a hub id (e.g. ``pyannote/speaker-diarization-community-1``,
@@ -344,6 +348,7 @@ def refine_settings(config: DiarizationConfig) -> dict[str, Any]:
         "offset": float(config.vad_offset),
         "shift_s": float(config.boundary_shift_s),
         "pause_s": float(config.cut_pause_s),
+        "min_heard": float(config.cut_min_heard),
         "max_distance": float(config.recover_max_distance),
         "pad_onset_s": float(config.pad_onset_s),
         "pad_offset_s": float(config.pad_offset_s),

@@ -16,8 +16,10 @@ quiet speech without a speaker. Given the frame probabilities of a sharper detec
    nearest (cosine distance), when that distance is at most ``max_distance``; otherwise it stays
    unlabelled (it is not in the annotation).
 
-Overlapped speech (two or more speakers) is never trimmed or relabelled. A turn the detector
-hears nothing of is left as it is (the detector missed it, not the segmentation). Speaker
+Overlapped speech (two or more speakers) is never trimmed or relabelled. A turn of which the
+detector hears nothing, or less than ``min_heard`` of it, is not trimmed: the detector missed
+it, not the segmentation (Silero misses quiet and distant AMI speech that segmentation-3.0
+rightly finds). Speaker
 centroids come from up to ``CENTROID_WINDOWS`` evenly spaced windows of each speaker's
 exclusive speech.
 """
@@ -123,6 +125,7 @@ def refine(
     offset: float = 0.35,
     shift_s: float = 0.5,
     pause_s: float = 0.2,
+    min_heard: float = 0.0,
     max_distance: float = 0.0,
     pad_onset_s: float = 0.0,
     pad_offset_s: float = 0.0,
@@ -148,6 +151,9 @@ def refine(
         Most an edge moves (either way); 0 leaves edges alone.
     pause_s : float
         Non-speech at least this long inside a single-speaker turn is cut; 0 = never.
+    min_heard : float
+        Edges are trimmed and pauses cut only in turns of which the detector calls at least this
+        share speech (quiet, distant voices it does not hear well are left alone).
     max_distance : float
         Largest cosine distance to a speaker centroid at which unlabelled speech is given that
         speaker; 0 = no speech recovered.
@@ -180,8 +186,8 @@ def refine(
         for k in range(len(labels)):
             for a, b in runs(full[:, k]):
                 heard = np.flatnonzero(speech[a:b])
-                if heard.size == 0:
-                    continue  # the detector missed this turn: keep it
+                if heard.size == 0 or heard.size < min_heard * (b - a):
+                    continue  # the detector misses (much of) this turn: trust the segmentation
                 lead = min(int(heard[0]), shift)
                 trail = min(b - a - 1 - int(heard[-1]), shift)
                 drop[a : a + lead, k] = True

@@ -79,9 +79,15 @@ def _silero(model_ref: str):  # type: ignore[no-untyped-def]
 
     import torch
 
-    from tasks.models import resolve
+    from tasks.models import BUNDLED_WHEELS, ModelUnavailableError, resolve
 
-    path = Path(resolve(model_ref, kind="vad").path)
+    try:
+        path = Path(resolve(model_ref, kind="vad", allow_download=False).path)
+    except ModelUnavailableError as exc:
+        raise ModelUnavailableError(
+            f"Silero VAD ({model_ref}) is not available: {exc}; install the wheel that bundles it "
+            f"(pip install --no-deps {BUNDLED_WHEELS['silero-vad']}) or set diarization.speech_detector=none"
+        ) from None
     model = torch.jit.load(str(path / "silero_vad.jit" if path.is_dir() else path), map_location="cpu")
     model.eval()
     return model
