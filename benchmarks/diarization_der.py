@@ -245,13 +245,14 @@ def ablation(pipeline, cfg: DiarizationConfig, sets: dict[str, list[dict]]) -> N
     defaults without the embedding resegmentation (``resegment_window_s`` 0)."""
     full = D.refine_settings(cfg)
     none = dict(full, detector="none")
+    recover = full["max_distance"] or 0.5  # off by default: show what it would do
     plain = dict(full, shift_s=0.0, pause_s=0.0, max_distance=0.0, pad_onset_s=0.0, pad_offset_s=0.0)
     steps = [
         ("without refinement", none),
         ("+ edges moved", dict(plain, shift_s=full["shift_s"])),
         ("+ pauses cut", dict(plain, pause_s=full["pause_s"])),
         ("+ pads", dict(plain, pad_onset_s=full["pad_onset_s"], pad_offset_s=full["pad_offset_s"])),
-        ("+ recovered speech", dict(plain, max_distance=full["max_distance"])),
+        (f"+ recovered ({recover})", dict(plain, max_distance=recover)),
         ("all (defaults)", full),
         ("defaults, no reseg.", full),
     ]
