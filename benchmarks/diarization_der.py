@@ -4,12 +4,18 @@ Data (read from ``../shared/data`` relative to the project root):
 
 * AMI: ``ami/debug.train.*`` (10 × 30 s, for tuning) and ``ami/debug.development.*``
   (2 × 30 s, held out), with their RTTM references and UEMs;
-* LibriSpeech mixtures built here from ``librispeech/test-other`` speakers: 2–4 speakers,
-  one utterance per turn, gaps of 0.2–1.2 s; an ``-ov`` variant of each where some turns start
-  0.3–1.0 s before the previous one ends. Reference from the offsets: one turn per utterance,
-  its leading/trailing non-speech trimmed by energy on the clean utterance (frames 40 dB below
-  its peak or within 8 dB of its noise floor). Pauses inside an utterance count as speech
-  there; a second, crude reference that also removes pauses >= 0.3 s is scored as well.
+* LibriSpeech mixtures built here from ``librispeech/test-other`` speakers (held out: never
+  used to choose a setting): 2–4 speakers, one utterance per turn, gaps of 0.2–1.2 s; an
+  ``-ov`` variant of each where some turns start 0.3–1.0 s before the previous one ends.
+  Pause-aware reference: 10 ms frames of each clean single-speaker source that hold speech by
+  energy (within 40 dB of its loudest frame and 8 dB above the noise floor of the untrimmed
+  file), pauses >= ``PAUSE_S`` (0.2 s) cut out, shorter ones kept as speech; so filled gaps and
+  late onsets are punished as in the AMI references. The old figure (one whole trimmed
+  utterance per turn, pauses count as speech) is printed beside it. The detector is energy,
+  independent of both speech detectors the pipeline uses.
+* ``--ablation`` also scores ``train-clean-100`` mixtures (other voices, other seed: the
+  material the refinement settings were chosen on, with AMI debug.train) and each refinement
+  step on its own.
 
 DER: ``pyannote.metrics`` DiarizationErrorRate, collar 0, overlap scored (skip_overlap=False),
 UEM given (AMI) or the whole mixture. RTF = diarization seconds / audio seconds with the models
@@ -23,6 +29,7 @@ reconstruction are rerun for each value.
     python benchmarks/diarization_der.py                 # evaluate config defaults
     python benchmarks/diarization_der.py --tune          # sweep on train, then evaluate best
     python benchmarks/diarization_der.py --threshold 0.7 --min-cluster-size 6
+    python benchmarks/diarization_der.py --ablation      # + each refinement step, train and held out
 """
 
 from __future__ import annotations
@@ -68,12 +75,16 @@ def load_ami(split: str) -> list[dict]:
     return files
 
 
-def _speech_frames(x: np.ndarray, hop: int = 320) -> np.ndarray:
-    """20 ms frames of a clean utterance that hold speech: within 40 dB of its loudest frame
-    and 8 dB above its noise floor (10th percentile; test-other files have audible noise)."""
+def _speech_frames(x: np.ndarray, hop: int = 320, floor_of: np.ndarray | None = None) -> np.ndarray:
+    """Frames (``hop`` samples) of a clean utterance that hold speech: within 40 dB of its
+    loudest frame and 8 dB above its noise floor (10th percentile of the frame energies of
+    ``floor_of``, default ``x``; test-other files have audible noise)."""
     n = max(1, len(x) // hop)
     energy = 10 * np.log10(np.mean(x[: n * hop].reshape(n, hop) ** 2, axis=1) + 1e-10)
-    return energy > max(energy.max() - 40.0, np.percentile(energy, 10) + 8.0)
+    ref = x if floor_of is None else floor_of
+    m = max(1, len(ref) // hop)
+    floor = np.percentile(10 * np.log10(np.mean(ref[: m * hop].reshape(m, hop) ** 2, axis=1) + 1e-10), 10)
+    return energy > max(energy.max() - 40.0, floor + 8.0)
 
 
 def _trim(x: np.ndarray) -> np.ndarray:
@@ -83,11 +94,11 @@ def _trim(x: np.ndarray) -> np.ndarray:
     return x[on[0] * hop : (on[-1] + 1) * hop]
 
 
-def _speech_runs(x: np.ndarray, min_pause: float = 0.3) -> list[tuple[float, float]]:
-    """Speech stretches (s) of a clean utterance (``_speech_frames``), pauses shorter than
-    ``min_pause`` kept as speech."""
-    hop = 320
-    on = _speech_frames(x, hop)
+def _speech_runs(x: np.ndarray, *, min_pause: float = 0.3, hop: int = 320,
+                 floor_of: np.ndarray | None = None) -> list[tuple[float, float]]:
+    """Speech stretches (s) of a clean utterance (``_speech_frames`` on ``hop``-sample frames),
+    pauses shorter than ``min_pause`` kept as speech."""
+    on = _speech_frames(x, hop, floor_of)
     runs, start = [], None
     for i, v in enumerate(list(on) + [False]):
         if v and start is None:
@@ -104,11 +115,18 @@ def _speech_runs(x: np.ndarray, min_pause: float = 0.3) -> list[tuple[float, flo
     return [(a, b) for a, b in merged]
 
 
-def load_mixtures(seed: int = 7, n_per_k: int = 2, turns_per_speaker: int = 3) -> list[dict]:
-    """LibriSpeech conversations with an exact reference (see module doc)."""
+PAUSE_S = 0.2
+"""Pauses at least this long inside an utterance are non-speech in the pause-aware reference."""
+
+
+def load_mixtures(seed: int = 7, n_per_k: int = 2, turns_per_speaker: int = 3,
+                  folder: str = "test-other", name: str = "mix") -> list[dict]:
+    """LibriSpeech conversations with exact references (see module doc): ``reference`` is
+    pause-aware (10 ms frames of each clean source, pauses >= ``PAUSE_S`` cut out),
+    ``reference_turns`` one whole trimmed utterance per turn."""
     from pyannote.core import Annotation, Segment
 
-    lib = DATA / "librispeech" / "test-other"
+    lib = DATA / "librispeech" / folder
     by_spk: dict[str, list[Path]] = {}
     with open(lib / "speakers.csv", newline="") as fh:
         for row in csv.DictReader(fh):
@@ -121,33 +139,40 @@ def load_mixtures(seed: int = 7, n_per_k: int = 2, turns_per_speaker: int = 3) -
             chosen = list(rng.choice(speakers, size=k, replace=False))
             utts = {s: list(rng.permutation(by_spk[s]))[:turns_per_speaker] for s in chosen}
             order = [s for _ in range(turns_per_speaker) for s in rng.permutation(chosen)]
-            clips = [(s, _trim(sf.read(utts[s].pop(), dtype="float32")[0][: 12 * SR])) for s in order]
+            raws = [(s, sf.read(utts[s].pop(), dtype="float32")[0][: 12 * SR]) for s in order]
+            clips = [(s, _trim(raw), raw) for s, raw in raws]
             gaps = rng.uniform(0.2, 1.2, size=len(clips))
             overlaps = rng.uniform(0.3, 1.0, size=len(clips)) * (rng.random(len(clips)) < 0.4)
             for variant in ("", "-ov"):
                 t, placed = 0.5, []
-                for i, (s, clip) in enumerate(clips):
+                for i, (s, clip, raw) in enumerate(clips):
                     if i > 0:
                         prev_s = placed[-1]
                         start = prev_s[2] - overlaps[i] if (variant and prev_s[0] != s and overlaps[i] > 0) else prev_s[2] + gaps[i]
                     else:
                         start = t
-                    placed.append((s, start, start + len(clip) / SR, clip))
+                    placed.append((s, start, start + len(clip) / SR, clip, raw))
                 total = max(p[2] for p in placed) + 0.5
                 audio = np.zeros(int(total * SR) + 1, dtype=np.float32)
-                ref = Annotation(uri=f"mix{k}spk{m}{variant}")
+                ref = Annotation(uri=f"{name}{k}spk{m}{variant}")
                 ref_turns = Annotation(uri=ref.uri)
-                for s, start, end, clip in placed:
+                for s, start, end, clip, raw in placed:
                     i0 = int(round(start * SR))
                     audio[i0 : i0 + len(clip)] += clip
                     turn = Segment(i0 / SR, (i0 + len(clip)) / SR)
                     ref_turns[turn, ref_turns.new_track(turn)] = s
-                    for a, b in _speech_runs(clip):
+                    for a, b in _speech_runs(clip, min_pause=PAUSE_S, hop=SR // 100, floor_of=raw):
                         seg = Segment(i0 / SR + a, i0 / SR + b)
                         ref[seg, ref.new_track(seg)] = s
                 files.append({"uri": ref.uri, "audio": audio, "reference": ref, "reference_turns": ref_turns,
                               "uem": None})
     return files
+
+
+def load_train_mixtures() -> list[dict]:
+    """Conversations for tuning only: train-clean-100 voices (none of them in the evaluated
+    test-other mixtures), one utterance per speaker, another seed."""
+    return load_mixtures(seed=11, n_per_k=3, turns_per_speaker=1, folder="train-clean-100", name="trn")
 
 
 # --------------------------------------------------------------------------- scoring
@@ -214,6 +239,41 @@ def first_pass(pipeline, files: list[dict], cfg: DiarizationConfig) -> dict:
     return hyps
 
 
+def ablation(pipeline, cfg: DiarizationConfig, sets: dict[str, list[dict]]) -> None:
+    """DER / miss / FA / confusion of each refinement step added alone to pyannote's output
+    (``diarization.speech_detector`` none), then all of them (the config's defaults), then the
+    defaults without the embedding resegmentation (``resegment_window_s`` 0)."""
+    full = D.refine_settings(cfg)
+    none = dict(full, detector="none")
+    recover = full["max_distance"] or 0.5  # off by default: show what it would do
+    plain = dict(full, shift_s=0.0, pause_s=0.0, max_distance=0.0, pad_onset_s=0.0, pad_offset_s=0.0)
+    steps = [
+        ("without refinement", none),
+        ("+ edges moved", dict(plain, shift_s=full["shift_s"])),
+        ("+ pauses cut", dict(plain, pause_s=full["pause_s"])),
+        ("+ pads", dict(plain, pad_onset_s=full["pad_onset_s"], pad_offset_s=full["pad_offset_s"])),
+        (f"+ recovered ({recover})", dict(plain, max_distance=recover)),
+        ("all (defaults)", full),
+        ("defaults, no reseg.", full),
+    ]
+    saved, saved_window = dict(pipeline.refine), pipeline.resegment_window_s
+    print(f"\n== ablation (DER / miss / FA / confusion %, collar 0, overlap scored; mixtures pause-aware)")
+    print(f"{'':<22}" + "".join(f"{name:>26}" for name in sets))
+    for label, settings in steps:
+        pipeline.refine = settings
+        pipeline.resegment_window_s = 0.0 if label.endswith("no reseg.") else saved_window
+        cells = []
+        for files in sets.values():
+            metric = make_metric()
+            for f in files:
+                metric(f["reference"], run_file(pipeline, f, cfg), uem=f["uem"])
+            tot = metric["total"] or 1.0
+            cells.append(f"{100 * abs(metric):.1f}/{100 * metric['missed detection'] / tot:.1f}/"
+                         f"{100 * metric['false alarm'] / tot:.1f}/{100 * metric['confusion'] / tot:.1f}")
+        print(f"{label:<22}" + "".join(f"{c:>26}" for c in cells))
+    pipeline.refine, pipeline.resegment_window_s = saved, saved_window
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tune", action="store_true", help="sweep threshold × min_cluster_size on AMI debug.train")
@@ -228,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 avoids oversubscription on a shared CPU)")
     ap.add_argument("--step", type=float, default=None, help="segmentation step (share of the 10 s window)")
     ap.add_argument("--skip-dev", action="store_true")
+    ap.add_argument("--ablation", action="store_true",
+                    help="also score each refinement component (speech detector) on its own, train and held out")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -300,13 +362,15 @@ def main(argv: list[str] | None = None) -> int:
     if mixtures:
         clean = [f for f in mixtures if not f["uri"].endswith("-ov")]
         over = [f for f in mixtures if f["uri"].endswith("-ov")]
-        for name, group in (("no overlap", clean), ("some overlap", over)):
+        for name, group in (("no overlap", clean), ("some overlap", over), ("all", mixtures)):
             hyps = {f["uri"]: run_file(pipeline, f, cfg) for f in group}
-            score(group, hyps, verbose=True, key="reference_turns",
-                  title=f"LibriSpeech mixtures, {name} (reference: whole trimmed utterances, pauses count as speech)")
-            crude = score(group, hyps)
-            print(f"same against a crude energy reference without pauses >= 0.3 s: DER {100 * crude:.1f}% "
-                  "(its noise-floor rule also drops quiet speech: false alarms are overstated)")
+            score(group, hyps, verbose=True,
+                  title=f"LibriSpeech mixtures, {name} (pause-aware reference: 10 ms frames, pauses >= {PAUSE_S} s cut)")
+            old = score(group, hyps, key="reference_turns")
+            print(f"same against the old reference (whole trimmed utterances, pauses count as speech): DER {100 * old:.1f}%")
+    if args.ablation:
+        ablation(pipeline, cfg, {"AMI debug.train": train, "train mixtures": load_train_mixtures(),
+                                 "AMI debug.development": dev, "test mixtures": mixtures})
     ami = train + dev
     secs = sum(f["seconds"] for f in ami)
     dur = sum(len(f["audio"]) / SR for f in ami)

@@ -88,11 +88,30 @@ class DiarizationConfig(_Section):
     # (window, speaker) pair gets one CAM++ embedding, so 0.2 halves the embedding cost
     segmentation_step: float = Field(0.1, gt=0, le=1)
     # gaps shorter than this within one speaker's speech are filled (pyannote's
-    # segmentation.min_duration_off); 0.58 = pyannote 2.1's AMI-tuned value (see default.yaml)
-    min_duration_off: float = Field(0.58, ge=0, le=5)
+    # segmentation.min_duration_off); figures in configs/default.yaml
+    min_duration_off: float = Field(0.0, ge=0, le=5)
     # window (s) of the CAM++ embeddings that relabel single-speaker speech after clustering
-    # (tasks/resegment.py); 0 = off. 1.0: AMI dev 33.9 -> 24.1 % DER, train 27.0 -> 26.9 %.
+    # (tasks/resegment.py); 0 = off. Figures in configs/default.yaml.
     resegment_window_s: float = Field(1.0, ge=0, le=10)
+    # Refinement by a sharper speech detector after resegmentation (tasks/refine.py), each
+    # step's measured effect in configs/default.yaml: "silero" (Silero VAD) or "none".
+    speech_detector: Literal["silero", "none"] = "silero"
+    # hysteresis thresholds on the detector's speech probability
+    vad_onset: float = Field(0.5, gt=0, lt=1)
+    vad_offset: float = Field(0.35, gt=0, lt=1)
+    # most a turn edge moves to where the detector's speech starts / stops (s); 0 = edges kept
+    boundary_shift_s: float = Field(0.25, ge=0, le=5)
+    # detector pauses at least this long inside a single-speaker turn are cut (s); 0 = never
+    cut_pause_s: float = Field(0.2, ge=0, le=10)
+    # edges are trimmed and pauses cut only in turns the detector hears at least this share of
+    cut_min_heard: float = Field(0.85, ge=0, le=1)
+    # speech only the detector hears gets the nearest speaker (CAM++ centroid) when the cosine
+    # distance is at most this; 0 = left unlabelled
+    recover_max_distance: float = Field(0.0, ge=0, le=2)
+    # every turn then widened this much before its onset / after its offset into frames no
+    # speaker holds (s)
+    pad_onset_s: float = Field(0.03, ge=0, le=1)
+    pad_offset_s: float = Field(0.0, ge=0, le=1)
     # torch CPU threads while diarizing (0 = leave torch's setting). Default 1: with 2 threads
     # on a busy 2-core machine OpenMP oversubscription made CAM++ 5-30x slower; with 1 the AMI
     # set runs at RTF ~0.12 on that CPU. Raise it on a dedicated many-core machine.

@@ -8,10 +8,14 @@ Two back ends, chosen by ``diarization.pipeline``:
     masks honoured so overlapped frames are excluded) and pyannote's agglomerative clustering
     (centroid linkage, cosine) with a threshold tuned for CAM++ on the AMI debug train set
     (``benchmarks/diarization_der.py``), then an embedding resegmentation of the single-speaker
-    speech with 1 s CAM++ windows (:mod:`tasks.resegment`). pyannote 4 insists on a PLDA in
-    ``SpeakerDiarization.__init__`` even for agglomerative clustering, so
+    speech with 1 s CAM++ windows (:mod:`tasks.resegment`), then a refinement by Silero VAD
+    (:mod:`tasks.refine`: turn edges moved to where the voice starts and stops, pauses cut,
+    speech no speaker holds given the nearest speaker), and last the exclusive diarization is
+    settled to one speaker at a time and both are cropped to the audio. pyannote 4 insists on a
+    PLDA in ``SpeakerDiarization.__init__`` even for agglomerative clustering, so
     :class:`OfflineSpeakerDiarization` subclasses it with its own ``__init__`` (no PLDA, no
-    hub look-ups); ``apply`` and everything after segmentation are pyannote's own.
+    hub look-ups); its ``apply`` is pyannote's followed by the steps above, so the pipeline's
+    output (what the benchmarks score) is exactly what :func:`diarize` returns.
 
 any other value
     A pretrained pyannote pipeline: a hub id (e.g. ``pyannote/speaker-diarization-community-1``,
@@ -200,6 +204,7 @@ def _offline_pipeline_class():
             embedding_batch_size: int = 32,
             embedding_exclude_overlap: bool = True,
             resegment_window_s: float = 1.0,
+            refine: dict[str, Any] | None = None,
         ) -> None:
             Pipeline.__init__(self)
             self.legacy = False
@@ -230,32 +235,55 @@ def _offline_pipeline_class():
             self._expects_num_speakers = False
             self.overlap_count_onset = OVERLAP_COUNT_ONSET
             self.resegment_window_s = float(resegment_window_s)
+            self.refine = dict(refine or {})
 
         def apply(self, file, num_speakers=None, min_speakers=None, max_speakers=None, hook=None, **kwargs):
-            """pyannote's ``apply``, then embedding resegmentation (:mod:`tasks.resegment`)
-            of the single-speaker speech when ``resegment_window_s`` > 0."""
+            """pyannote's ``apply``, then (each when configured) embedding resegmentation of the
+            single-speaker speech (:mod:`tasks.resegment`) and refinement by a sharper speech
+            detector (:mod:`tasks.refine`); finally the exclusive diarization is settled to one
+            speaker at a time and both are cropped to the audio. This is exactly what
+            :func:`diarize` returns (and what ``benchmarks/`` score)."""
             output = super().apply(
                 file, num_speakers=num_speakers, min_speakers=min_speakers, max_speakers=max_speakers, hook=hook, **kwargs
             )
-            if self.resegment_window_s <= 0 or isinstance(output, Annotation):
+            if isinstance(output, Annotation):
                 return output
-            from tasks.resegment import resegment
-
-            def progress(done: float, total: float) -> None:  # reported like pyannote's own steps
-                hook("resegmentation", None, file=file, completed=done, total=total)
-
             waveform, _ = self._audio(file)
-            full, exclusive = resegment(
-                waveform.reshape(-1).cpu().numpy(),
-                output.speaker_diarization,
-                output.exclusive_speaker_diarization,
-                embedding=self._embedding,
-                window_s=self.resegment_window_s,
-                hop_s=self.resegment_window_s / 4,
-                progress=progress if hook is not None else None,
-            )
-            output.speaker_diarization = full
-            output.exclusive_speaker_diarization = exclusive
+            audio = waveform.reshape(-1).cpu().numpy()
+            full, exclusive = output.speaker_diarization, output.exclusive_speaker_diarization
+            if self.resegment_window_s > 0:
+                from tasks.resegment import resegment
+
+                def progress(done: float, total: float) -> None:  # reported like pyannote's own steps
+                    hook("resegmentation", None, file=file, completed=done, total=total)
+
+                full, exclusive = resegment(
+                    audio, full, exclusive,
+                    embedding=self._embedding,
+                    window_s=self.resegment_window_s,
+                    hop_s=self.resegment_window_s / 4,
+                    progress=progress if hook is not None else None,
+                )
+            detector = self.refine.get("detector", "none")
+            if detector != "none" and full.labels():
+                from tasks.refine import refine
+                from tasks.vad import speech_probability
+
+                probs, _, step = speech_probability(audio, detector=detector)
+                full, exclusive = refine(
+                    audio, full, exclusive,
+                    speech_probs=probs, frame_step=step, embedding=self._embedding,
+                    **{k: v for k, v in self.refine.items() if k != "detector"},
+                )
+            if exclusive.get_overlap():
+                # min_duration_off fills each speaker's short gaps separately, so pyannote's
+                # exclusive output can overlap by a few frames where two speakers' fills meet
+                exclusive = _exclusive_of(exclusive)
+            # pyannote's last sliding window is padded: its turns can run past the end of the audio
+            extent = Segment(0.0, audio.shape[0] / self._audio.sample_rate)
+            output.speaker_diarization = full.crop(extent, mode="intersection")
+            output.exclusive_speaker_diarization = exclusive.crop(extent, mode="intersection")
+            output.speaker_diarization.uri = output.exclusive_speaker_diarization.uri = file.get("uri")
             return output
 
         def speaker_count(self, binarized_segmentations, frames, warm_up=(0.1, 0.1)):
@@ -296,6 +324,7 @@ def _build_offline(config: DiarizationConfig):
         segmentation_batch_size=config.segmentation_batch_size,
         embedding_batch_size=config.embedding_batch_size,
         resegment_window_s=config.resegment_window_s,
+        refine=refine_settings(config),
     )
     params: dict[str, Any] = {
         "clustering": {
@@ -309,6 +338,21 @@ def _build_offline(config: DiarizationConfig):
         params["segmentation"]["threshold"] = 0.5
     pipeline.instantiate(params)
     return pipeline.to(dev)
+
+
+def refine_settings(config: DiarizationConfig) -> dict[str, Any]:
+    """Keyword arguments of :func:`tasks.refine.refine` (plus ``detector``) from ``config``."""
+    return {
+        "detector": config.speech_detector,
+        "onset": float(config.vad_onset),
+        "offset": float(config.vad_offset),
+        "shift_s": float(config.boundary_shift_s),
+        "pause_s": float(config.cut_pause_s),
+        "min_heard": float(config.cut_min_heard),
+        "max_distance": float(config.recover_max_distance),
+        "pad_onset_s": float(config.pad_onset_s),
+        "pad_offset_s": float(config.pad_offset_s),
+    }
 
 
 def _hub_hint(ref: str) -> str:
@@ -362,6 +406,7 @@ def load_diarization_pipeline(config: DiarizationConfig):
             "pipeline", OFFLINE, config.segmentation_model, _EMBEDDING_ALIASES.get(config.embedding_model, config.embedding_model),
             float(config.clustering_threshold), int(config.min_cluster_size), config.segmentation_step,
             float(config.min_duration_off), float(config.resegment_window_s),
+            tuple(sorted(refine_settings(config).items())),
             config.segmentation_batch_size,
             config.embedding_batch_size, str(resolve_device(config.device)),
         )
@@ -475,17 +520,15 @@ def diarize(
         output = pipeline(file, **{k: v for k, v in kwargs.items() if v is not None})
     if isinstance(output, Annotation):
         annotation, exclusive = output, _exclusive_of(output)
-    else:
+    else:  # the offline pipeline's apply has settled and cropped both already
         annotation = output.speaker_diarization
         exclusive = getattr(output, "exclusive_speaker_diarization", None) or _exclusive_of(annotation)
-    if exclusive.get_overlap():
-        # min_duration_off fills each speaker's short gaps separately, so pyannote's exclusive
-        # output can overlap by a few frames where two speakers' fills meet: settle those.
-        exclusive = _exclusive_of(exclusive)
-    # pyannote's last sliding window is padded: its turns can run past the end of the audio.
-    extent = Segment(0.0, wave.shape[1] / SAMPLE_RATE)
-    annotation = annotation.crop(extent, mode="intersection")
-    exclusive = exclusive.crop(extent, mode="intersection")
+    if config.pipeline != OFFLINE:  # pretrained pipelines: one speaker at a time, within the audio
+        if exclusive.get_overlap():
+            exclusive = _exclusive_of(exclusive)
+        extent = Segment(0.0, wave.shape[1] / SAMPLE_RATE)
+        annotation = annotation.crop(extent, mode="intersection")
+        exclusive = exclusive.crop(extent, mode="intersection")
     annotation.uri = recording_id
     exclusive.uri = recording_id
     if hook is not None:

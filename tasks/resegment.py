@@ -56,7 +56,7 @@ def window_embeddings(
     frame-local, so a slice equals the fbank of the window's own samples). ``progress(done,
     total)`` is called in windows, before the first batch and after each.
     """
-    from tasks.speaker_embedding import FRAME_LENGTH, FRAME_SHIFT, fbank
+    from tasks.speaker_embedding import FRAME_LENGTH, FRAME_SHIFT, fbank, mean_normalised
 
     frames_per_window = 1 + (compute_num_samples(window_s) - FRAME_LENGTH) // FRAME_SHIFT
     index: list[tuple[int, float]] = []
@@ -78,7 +78,7 @@ def window_embeddings(
             if window.shape[0] < frames_per_window:
                 continue
             index.append((r, s))
-            feats.append(window - window.mean(dim=0, keepdim=True))
+            feats.append(mean_normalised(window))
             if len(feats) == BATCH:
                 chunks.append(embedding.embed_features(feats))
                 embedded += len(feats)

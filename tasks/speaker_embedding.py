@@ -105,6 +105,11 @@ def fbank(waveform: torch.Tensor) -> torch.Tensor:
     )
 
 
+def mean_normalised(feat: torch.Tensor) -> torch.Tensor:
+    """``feat`` (frames, bins) minus its mean over time: the CAM++ input normalisation (3D-Speaker's)."""
+    return feat - feat.mean(dim=0, keepdim=True)
+
+
 def valid_fbank_frames(mask: torch.Tensor, num_samples: int) -> torch.Tensor:
     """Which fbank frames lie entirely inside ``mask`` (given at any frame rate): bool (frames,)."""
     num_frames = 1 + (num_samples - FRAME_LENGTH) // FRAME_SHIFT if num_samples >= FRAME_LENGTH else 0
@@ -185,7 +190,7 @@ class CamPlusPlusEmbedding:
             if feat.shape[0] < self.min_num_frames:
                 out.append(None)
                 continue
-            out.append(feat - feat.mean(dim=0, keepdim=True))
+            out.append(mean_normalised(feat))
         return out
 
     # ------------------------------------------------------------------ batching

@@ -79,6 +79,27 @@ def test_ami_file_gives_plausible_labels_and_parseable_rttm(ami, cfg, tmp_path):
     )
 
 
+def test_benchmarks_score_exactly_what_diarize_returns(ami, cfg):
+    """The pipeline's own output (what benchmarks/ score) is settled and cropped already."""
+    audio, _ = ami
+    result = D.diarize(audio, recording_id="dev00", config=cfg)
+    pipeline = D.load_diarization_pipeline(cfg)
+    with D.torch_threads(1), torch.inference_mode():
+        out = pipeline({"waveform": torch.from_numpy(audio)[None], "sample_rate": SR, "uri": "dev00"})
+    assert out.speaker_diarization == result.annotation
+    assert out.exclusive_speaker_diarization == result.exclusive
+    assert not out.exclusive_speaker_diarization.get_overlap()
+    assert out.speaker_diarization.get_timeline().extent().end <= len(audio) / SR
+
+
+def test_refinement_settings_reach_the_pipeline():
+    on = DiarizationConfig(device="cpu")
+    off = on.model_copy(update={"speech_detector": "none"})
+    assert D.load_diarization_pipeline(on).refine == D.refine_settings(on)
+    assert D.load_diarization_pipeline(off).refine["detector"] == "none"
+    assert D.load_diarization_pipeline(on) is not D.load_diarization_pipeline(off)
+
+
 def test_models_are_cached_per_process(cfg):
     assert D.load_diarization_pipeline(cfg) is D.load_diarization_pipeline(cfg)
     assert D.load_segmentation_model(device="cpu") is D.load_segmentation_model(device="cpu")

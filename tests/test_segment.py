@@ -248,3 +248,48 @@ def test_segment_on_real_ami_reference(shared_data):
 
 if __name__ == "__main__":  # pragma: no cover
     pytest.main([__file__, "-q"])
+
+
+# ---------------------------------------------------------------------------- real speech
+def _first_voiced(x: np.ndarray, sr: int = 16000) -> float:
+    """First 10 ms frame of a clean utterance within 40 dB of its loudest frame and 8 dB above
+    its noise floor (10th percentile): where its first word starts."""
+    hop = sr // 100
+    n = len(x) // hop
+    energy = 10 * np.log10(np.mean(x[: n * hop].reshape(n, hop) ** 2, axis=1) + 1e-10)
+    return float(np.flatnonzero(energy > max(energy.max() - 40.0, np.percentile(energy, 10) + 8.0))[0] * hop / sr)
+
+
+def test_emotion_segments_keep_the_first_word_of_each_turn(shared_data):
+    """Diarized two-speaker LibriSpeech conversation: the segment that opens each turn starts
+    no later than the turn's first voiced frame in the clean source."""
+    import csv
+
+    import soundfile as sf
+
+    from tasks import diarize as D
+    from tasks.config import DiarizationConfig
+
+    sr = 16000
+    lib = shared_data / "librispeech" / "test-other"
+    with open(lib / "speakers.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    speakers = [sorted({r["speaker_id"] for r in rows if r["sex"] == sex})[1] for sex in ("F", "M")]
+    utts = {s: sorted(lib / r["file"] for r in rows if r["speaker_id"] == s)[:2] for s in speakers}
+    pieces, onsets, t = [], [], 0.5
+    pieces.append(np.zeros(int(0.5 * sr), np.float32))
+    for i in range(2):
+        for s in speakers:
+            x = sf.read(utts[s][i], dtype="float32")[0][: 5 * sr]
+            onsets.append(t + _first_voiced(x))
+            pieces += [x, np.zeros(int(0.7 * sr), np.float32)]
+            t += (len(x) + int(0.7 * sr)) / sr
+    audio = np.concatenate(pieces)
+    with D.torch_threads(1):
+        result = D.diarize(audio, recording_id="conv", config=DiarizationConfig(device="cpu", threads=1))
+    segments = build_segments(result.turns(), recording_id="conv", config=CFG, overlaps=result.overlaps(), audio=audio)
+    for onset in onsets:
+        # the segment holding the turn's first word: the earliest one that reaches into it
+        holding = [s for s in segments if s.end > onset + 0.05 and s.start < onset + 0.5]
+        assert holding, (onset, segments)
+        assert min(s.start for s in holding) <= onset, (onset, holding)
