@@ -31,6 +31,19 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="session")
+def librispeech_voices(shared_data: Path) -> list[list[Path]]:
+    """The LibriSpeech test-other utterances, one list per speaker (sorted by speaker id)."""
+    import csv
+
+    root = shared_data / "librispeech" / "test-other"
+    by: dict[str, list[Path]] = {}
+    with open(root / "speakers.csv", newline="") as fh:
+        for row in csv.DictReader(fh):
+            by.setdefault(row["speaker_id"], []).append(root / row["file"])
+    return [sorted(v) for _, v in sorted(by.items())]
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_caches(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Model cache and checksum cache in a tmp dir, so tests never read the user's."""

@@ -3,7 +3,6 @@ speaker's own channel; a dual-mono copy is mixed. Real LibriSpeech voices, real 
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -16,19 +15,11 @@ from tasks.config import load_config
 SR = 16000
 
 
-def _voices(shared: Path) -> list[list[Path]]:
-    root = shared / "librispeech" / "test-other"
-    by: dict[str, list[Path]] = {}
-    with open(root / "speakers.csv", newline="") as fh:
-        for row in csv.DictReader(fh):
-            by.setdefault(row["speaker_id"], []).append(root / row["file"])
-    return [sorted(v) for _, v in sorted(by.items())]
-
 
 @pytest.fixture(scope="module")
-def call(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> dict[str, Path]:
+def call(tmp_path_factory: pytest.TempPathFactory, librispeech_voices: list[list[Path]]) -> dict[str, Path]:
     """Agent (left) and customer (right) take turns; each channel hears the other at 12 %, 10 ms late."""
-    v = _voices(shared_data)
+    v = librispeech_voices
     left, right = np.zeros(0, np.float32), np.zeros(0, np.float32)
     agent_turns = []
     for k, f in enumerate([v[0][0], v[3][0], v[0][1], v[3][1]]):

@@ -3,7 +3,6 @@ real CAM++ weights and real LibriSpeech voices."""
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -35,14 +34,6 @@ KNOWN = DiarizationConfig().known_threshold
 LINK = DiarizationConfig().link_threshold
 
 
-def _voices(shared: Path) -> list[list[Path]]:
-    root = shared / "librispeech" / "test-other"
-    by: dict[str, list[Path]] = {}
-    with open(root / "speakers.csv", newline="") as fh:
-        for row in csv.DictReader(fh):
-            by.setdefault(row["speaker_id"], []).append(root / row["file"])
-    return [sorted(v) for _, v in sorted(by.items())]
-
 
 def _read(path: Path) -> np.ndarray:
     x, _ = sf.read(path, dtype="float32")
@@ -57,8 +48,8 @@ def embedder():
 
 
 @pytest.fixture(scope="module")
-def voices(shared_data: Path) -> list[list[Path]]:
-    return _voices(shared_data)
+def voices(librispeech_voices: list[list[Path]]) -> list[list[Path]]:
+    return librispeech_voices
 
 
 @pytest.fixture(scope="module")

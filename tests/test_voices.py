@@ -3,7 +3,6 @@ weights and real LibriSpeech voices."""
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -16,14 +15,6 @@ from tasks.config import load_config
 
 SR = 16000
 
-
-def _voices(shared: Path) -> list[list[Path]]:
-    root = shared / "librispeech" / "test-other"
-    by: dict[str, list[Path]] = {}
-    with open(root / "speakers.csv", newline="") as fh:
-        for row in csv.DictReader(fh):
-            by.setdefault(row["speaker_id"], []).append(root / row["file"])
-    return [sorted(v) for _, v in sorted(by.items())]
 
 
 def _conversation(path: Path, turns: list[Path]) -> list[tuple[float, float]]:
@@ -42,8 +33,8 @@ def _conversation(path: Path, turns: list[Path]) -> list[tuple[float, float]]:
 
 
 @pytest.fixture(scope="module")
-def calls(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> dict[str, Path]:
-    v = _voices(shared_data)
+def calls(tmp_path_factory: pytest.TempPathFactory, librispeech_voices: list[list[Path]]) -> dict[str, Path]:
+    v = librispeech_voices
     a, b, c = v[0], v[1], v[5]
     d = tmp_path_factory.mktemp("calls")
     spans = _conversation(d / "monday.wav", [a[2], b[2], a[3], b[3], a[4], b[4]])
