@@ -427,12 +427,13 @@ def compute_load(*, source_path: str | os.PathLike[str], config: AudioConfig, ou
     format facts); returns the stage's facts."""
     from tasks import layout
 
-    audio, info = load_audio(source_path, config=config)
-    layout.write_audio(out, audio)
-    if info.channels >= 2:  # kept apart too: a call's channels may be its speakers (tasks/channels.py)
-        channels, _ = load_channels(source_path, config=config)
+    channels, info = load_channels(source_path, config=config)  # decoded once, channels apart
+    if channels.shape[0] >= 2:  # kept: a call's channels may be its speakers (tasks/channels.py)
         layout.write_audio(out, channels, name=layout.CHANNELS)
-        del channels
+        layout.write_audio(out, channels.mean(axis=0, dtype=np.float32))  # = load_audio's mix
+    else:
+        layout.write_audio(out, channels[0])
+    del channels
     layout.write_json(out / layout.AUDIO_INFO, {k: v for k, v in info.to_dict().items() if k != "path"})
     return {"duration": info.duration, "silent": info.silent, "warnings": info.warnings,
             "format": {k: getattr(info, k) for k in ("container", "codec", "sample_rate", "channels",
