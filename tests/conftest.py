@@ -31,17 +31,38 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+def _librispeech_rows(shared_data: Path) -> list[dict[str, str]]:
+    import csv
+
+    with open(shared_data / "librispeech" / "test-other" / "speakers.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
 @pytest.fixture(scope="session")
 def librispeech_voices(shared_data: Path) -> list[list[Path]]:
     """The LibriSpeech test-other utterances, one list per speaker (sorted by speaker id)."""
-    import csv
-
     root = shared_data / "librispeech" / "test-other"
     by: dict[str, list[Path]] = {}
-    with open(root / "speakers.csv", newline="") as fh:
-        for row in csv.DictReader(fh):
-            by.setdefault(row["speaker_id"], []).append(root / row["file"])
+    for row in _librispeech_rows(shared_data):
+        by.setdefault(row["speaker_id"], []).append(root / row["file"])
     return [sorted(v) for _, v in sorted(by.items())]
+
+
+@pytest.fixture(scope="session")
+def female_and_male_voices(shared_data: Path) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The utterances (16 kHz float32, in file order) of the first female and the first male
+    LibriSpeech test-other speaker (by speaker id)."""
+    import soundfile as sf
+
+    root = shared_data / "librispeech" / "test-other"
+    rows = _librispeech_rows(shared_data)
+
+    def first(sex: str) -> list[np.ndarray]:
+        speaker = sorted({r["speaker_id"] for r in rows if r["sex"] == sex})[0]
+        files = sorted(root / r["file"] for r in rows if r["speaker_id"] == speaker)
+        return [sf.read(f, dtype="float32")[0] for f in files]
+
+    return first("F"), first("M")
 
 
 @pytest.fixture(scope="session", autouse=True)

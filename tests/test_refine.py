@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import csv
 
 import numpy as np
 import pytest
-import soundfile as sf
 from pyannote.core import Annotation, Segment
 
 from tasks import diarize as D
@@ -20,21 +18,6 @@ SR = 16000
 def campp():
     with D.torch_threads(1):
         yield D.load_embedding_model(device="cpu")
-
-
-def _utterances(shared_data, speaker: str) -> list[np.ndarray]:
-    lib = shared_data / "librispeech" / "test-other"
-    with open(lib / "speakers.csv", newline="") as fh:
-        files = sorted(lib / r["file"] for r in csv.DictReader(fh) if r["speaker_id"] == speaker)
-    return [sf.read(f, dtype="float32")[0] for f in files]
-
-
-def _speakers(shared_data) -> tuple[str, str]:
-    with open(shared_data / "librispeech" / "test-other" / "speakers.csv", newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    female = sorted({r["speaker_id"] for r in rows if r["sex"] == "F"})
-    male = sorted({r["speaker_id"] for r in rows if r["sex"] == "M"})
-    return female[0], male[0]
 
 
 def first_voiced(x: np.ndarray) -> float:
@@ -69,8 +52,8 @@ def test_frames_round_trip():
     assert R.runs(np.array([0, 1, 1, 0, 1], bool)) == [(1, 3), (4, 5)]
 
 
-def test_silero_hears_librispeech_speech_and_not_silence(shared_data):
-    utt = _utterances(shared_data, _speakers(shared_data)[0])[0][: 6 * SR]
+def test_silero_hears_librispeech_speech_and_not_silence(female_and_male_voices):
+    utt = female_and_male_voices[0][0][: 6 * SR]
     audio = np.concatenate([np.zeros(SR, np.float32), utt, np.zeros(SR, np.float32)])
     regions = vad.speech_regions(audio, detector="silero", threshold=0.5, offset_threshold=0.35)
     assert regions and regions[0][0] >= 0.9 and regions[-1][1] <= 7.1
@@ -85,9 +68,9 @@ def test_silero_hears_librispeech_speech_and_not_silence(shared_data):
         vad.speech_probability(audio, detector="nope")
 
 
-def test_late_onset_and_offset_move_to_the_voice(shared_data):
+def test_late_onset_and_offset_move_to_the_voice(female_and_male_voices):
     """A turn labelled 0.3 s late at both ends moves to within 50 ms of the clean source."""
-    utt = _utterances(shared_data, _speakers(shared_data)[0])[1][: 5 * SR]
+    utt = female_and_male_voices[0][1][: 5 * SR]
     audio = np.concatenate([np.zeros(2 * SR, np.float32), utt, np.zeros(2 * SR, np.float32)])
     onset = 2.0 + first_voiced(utt)
     offset = 2.0 + len(utt) / SR - first_voiced(utt[::-1])
@@ -102,8 +85,8 @@ def test_late_onset_and_offset_move_to_the_voice(shared_data):
     assert same.get_timeline().support()[0].start == pytest.approx(onset + 0.3, abs=0.01)
 
 
-def test_filled_pause_is_cut_and_overlap_and_unheard_turns_are_kept(shared_data):
-    a, b = _utterances(shared_data, _speakers(shared_data)[0])[2:4]
+def test_filled_pause_is_cut_and_overlap_and_unheard_turns_are_kept(female_and_male_voices):
+    a, b = female_and_male_voices[0][2:4]
     a, b = a[: 4 * SR], b[: 4 * SR]
     gap = np.zeros(int(0.6 * SR), np.float32)
     audio = np.concatenate([np.zeros(SR // 2, np.float32), a, gap, b, np.zeros(3 * SR, np.float32)])
@@ -135,11 +118,11 @@ def test_pads_widen_turns_into_free_frames_only(rng):
     assert not full.get_overlap(), "a pad never takes a frame another speaker holds"
 
 
-def test_recovered_speech_gets_the_nearest_speaker_or_stays_unlabelled(shared_data, campp):
+def test_recovered_speech_gets_the_nearest_speaker_or_stays_unlabelled(female_and_male_voices, campp):
     """A 0-6 s, B 6.5-12.5 s labelled; A speaks again at 13.5-16.5 s with no label."""
-    fa, mb = _speakers(shared_data)
-    a = np.concatenate(_utterances(shared_data, fa)[4:6])
-    b = np.concatenate(_utterances(shared_data, mb)[4:6])[: 6 * SR]
+    female, male = female_and_male_voices
+    a = np.concatenate(female[4:6])
+    b = np.concatenate(male[4:6])[: 6 * SR]
     pause = np.zeros(SR, np.float32)
     audio = np.concatenate([a[: 6 * SR], pause[: SR // 2], b, pause, a[6 * SR : 9 * SR], pause]).astype(np.float32)
     ann = _ann([(0.0, 6.0, "SPEAKER_00"), (6.5, 12.5, "SPEAKER_01")])

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import csv
 
 import numpy as np
 import pytest
-import soundfile as sf
 from pyannote.core import Annotation, Segment
 
 from tasks import diarize as D
@@ -22,27 +20,11 @@ def campp():
         yield D.load_embedding_model(device="cpu")
 
 
-def _voice(shared_data, speaker: str, seconds: float) -> np.ndarray:
-    lib = shared_data / "librispeech" / "test-other"
-    with open(lib / "speakers.csv", newline="") as fh:
-        files = sorted(lib / r["file"] for r in csv.DictReader(fh) if r["speaker_id"] == speaker)
-    audio = np.concatenate([sf.read(f, dtype="float32")[0] for f in files])
-    return audio[: int(seconds * SR)]
-
-
 def _ann(tracks: list[tuple[float, float, str]], uri: str = "rec") -> Annotation:
     ann = Annotation(uri=uri)
     for a, b, lab in tracks:
         ann[Segment(a, b), ann.new_track(Segment(a, b))] = lab
     return ann
-
-
-def _speakers(shared_data) -> tuple[str, str]:
-    with open(shared_data / "librispeech" / "test-other" / "speakers.csv", newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    female = sorted({r["speaker_id"] for r in rows if r["sex"] == "F"})
-    male = sorted({r["speaker_id"] for r in rows if r["sex"] == "M"})
-    return female[0], male[0]
 
 
 def test_windows_tile_the_region_and_end_flush():
@@ -52,10 +34,10 @@ def test_windows_tile_the_region_and_end_flush():
     assert _windows(0.0, 0.9, 1.0, 0.25) == []
 
 
-def test_merged_voice_is_given_back_to_its_speaker(shared_data, campp):
+def test_merged_voice_is_given_back_to_its_speaker(female_and_male_voices, campp):
     """A: 0-8 s and B: 8-10 s labelled as one speaker, B: 10-14 s as another -> 8-10 s moves to B."""
-    a_id, b_id = _speakers(shared_data)
-    a, b = _voice(shared_data, a_id, 8.0), _voice(shared_data, b_id, 6.0)
+    female, male = female_and_male_voices
+    a, b = np.concatenate(female)[: int(8.0 * SR)], np.concatenate(male)[: int(6.0 * SR)]
     audio = np.concatenate([a, b]).astype(np.float32)
     exclusive = _ann([(0.0, 10.0, "SPEAKER_00"), (10.0, 14.0, "SPEAKER_01")])
     full = _ann([(0.0, 10.0, "SPEAKER_00"), (10.0, 14.0, "SPEAKER_01"), (13.0, 14.0, "SPEAKER_00")])
