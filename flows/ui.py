@@ -214,7 +214,7 @@ class Analyser:
                 fr = frame_scores_from_logits(art.frame_logits(row), smooth_s=config.drilldown.smooth_s, hop_s=hop)
                 frames.append(fr.astype(np.float32))
                 _inline_frames(doc, fr, hop)
-        emb = np.stack([np.asarray(art.embeddings()[r], np.float32) for r in rows]) if embedding else None
+        emb = np.asarray(art.embeddings()[rows], np.float32) if embedding else None
         duration = float(reports["load"].facts.get("duration") or 0.0)
         return Analysis(docs, emb, frames, hop, duration, notes, skipped)
 
