@@ -67,9 +67,11 @@ MAX_CLUSTERING_EMBEDDINGS = 6000
 # 0.3: 27.2, 0.1: 26.8), development 34.5 -> 33.9 %, LibriSpeech mixtures unchanged (13.7 %).
 OVERLAP_COUNT_ONSET = 0.2
 # Where each step that reports progress starts and ends, as a share of the diarization's time
-# (CPU, one thread, 2 and 6 min of AMI: segmentation 0-22 %, speaker embeddings 22-83 %,
-# resegmentation 83-100 %; counting, clustering and reconstruction take well under 1 %).
-PROGRESS_STEPS = {"segmentation": (0.0, 0.22), "embeddings": (0.22, 0.83), "resegmentation": (0.83, 1.0)}
+# (CPU, one thread, the 12 AMI debug files: segmentation 0-20 %, speaker embeddings 20-77 %,
+# resegmentation 77-93 %, Silero refinement 93-100 %; counting, clustering and reconstruction
+# take well under 1 %). Steps a configuration skips are left out and the others stretched.
+PROGRESS_STEPS = {"segmentation": (0.0, 0.20), "embeddings": (0.20, 0.77), "resegmentation": (0.77, 0.93),
+                  "refinement": (0.93, 1.0)}
 PROGRESS_TOTAL = 1000  # progress(done, total) counts thousandths of the diarization
 
 _LOCK = threading.RLock()
@@ -269,7 +271,11 @@ def _offline_pipeline_class():
                 from tasks.refine import refine
                 from tasks.vad import speech_probability
 
-                probs, _, step = speech_probability(audio, detector=detector)
+                def heard(done: float, total: float) -> None:  # the Silero pass is the refinement's time
+                    hook("refinement", None, file=file, completed=done, total=total)
+
+                probs, _, step = speech_probability(audio, detector=detector,
+                                                    progress=heard if hook is not None else None)
                 full, exclusive = refine(
                     audio, full, exclusive,
                     speech_probs=probs, frame_step=step, embedding=self._embedding,
@@ -460,12 +466,18 @@ def _exclusive_of(annotation: Annotation) -> Annotation:
 
 class _ProgressHook:
     """A pyannote pipeline ``hook`` that turns its steps' ``completed``/``total`` into one
-    monotonic ``progress(done, PROGRESS_TOTAL)`` over the whole diarization."""
+    monotonic ``progress(done, PROGRESS_TOTAL)`` over the whole diarization.
 
-    def __init__(self, progress: Callable[[float, float], None], *, resegments: bool) -> None:
+    ``skip`` names the steps of ``PROGRESS_STEPS`` this configuration does not run; the others'
+    spans are stretched to cover the whole."""
+
+    def __init__(self, progress: Callable[[float, float], None], *, skip: tuple[str, ...] = ()) -> None:
         self.progress = progress
-        end = PROGRESS_STEPS["resegmentation"][0] if not resegments else 1.0
-        self.steps = {k: (a / end, min(1.0, b / end)) for k, (a, b) in PROGRESS_STEPS.items()}
+        kept = {k: b - a for k, (a, b) in PROGRESS_STEPS.items() if k not in skip}
+        whole, start, self.steps = sum(kept.values()), 0.0, {}
+        for k, width in kept.items():
+            self.steps[k] = (start / whole, min(1.0, (start + width) / whole))
+            start += width
         self.done = -1
 
     def report(self, fraction: float) -> None:
@@ -483,6 +495,14 @@ class _ProgressHook:
             self.report(span[0] + (span[1] - span[0]) * fraction)
 
 
+def progress_steps_skipped(config: DiarizationConfig) -> tuple[str, ...]:
+    """The steps of ``PROGRESS_STEPS`` that ``config`` does not run."""
+    if config.pipeline != OFFLINE:
+        return ("resegmentation", "refinement")
+    return tuple(step for step, runs in (("resegmentation", config.resegment_window_s > 0),
+                                         ("refinement", config.speech_detector != "none")) if not runs)
+
+
 def diarize(
     audio: np.ndarray,
     *,
@@ -498,8 +518,7 @@ def diarize(
     (monotonic, from 0 to ``total``; see ``PROGRESS_STEPS``).
     """
     wave = _as_waveform(audio, sample_rate)
-    resegments = config.pipeline == OFFLINE and config.resegment_window_s > 0
-    hook = None if progress is None else _ProgressHook(progress, resegments=resegments)
+    hook = None if progress is None else _ProgressHook(progress, skip=progress_steps_skipped(config))
     if wave.shape[1] < SAMPLE_RATE // 10 or not torch.isfinite(wave).all() or float(wave.abs().max()) == 0.0:
         empty = Annotation(uri=recording_id)
         if hook is not None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import threading
 from functools import lru_cache
+from typing import Callable
 
 import numpy as np
 
@@ -93,8 +94,14 @@ def _silero(model_ref: str):  # type: ignore[no-untyped-def]
     return model
 
 
-def _silero_probability(audio: np.ndarray, model_ref: str) -> np.ndarray:
-    """Silero VAD probability of each full or zero-padded last 512-sample chunk of ``audio``."""
+SILERO_REPORT_EVERY = 250
+"""Silero chunks (8 s of audio) between two progress reports."""
+
+
+def _silero_probability(audio: np.ndarray, model_ref: str,
+                        progress: Callable[[float, float], None] | None = None) -> np.ndarray:
+    """Silero VAD probability of each full or zero-padded last 512-sample chunk of ``audio``;
+    ``progress(done, total)`` counts chunks."""
     import torch
 
     model = _silero(model_ref)
@@ -106,11 +113,15 @@ def _silero_probability(audio: np.ndarray, model_ref: str) -> np.ndarray:
         try:
             model.reset_states()
             for i in range(n):
+                if progress is not None and i % SILERO_REPORT_EVERY == 0:
+                    progress(i, n)
                 chunk = audio[i * SILERO_CHUNK : (i + 1) * SILERO_CHUNK]
                 if chunk.shape[0] < SILERO_CHUNK:
                     chunk = np.pad(chunk, (0, SILERO_CHUNK - chunk.shape[0]))
                 probs[i] = float(model(torch.from_numpy(chunk)[None], SAMPLE_RATE))
             model.reset_states()
+            if progress is not None:
+                progress(n, n)
         finally:
             torch.set_num_threads(threads)
     return probs
@@ -123,6 +134,7 @@ def speech_probability(
     model_ref: str | None = None,
     step_s: float = DEFAULT_STEP_S,
     detector: str = "segmentation",
+    progress: Callable[[float, float], None] | None = None,
 ) -> tuple[np.ndarray, float, float]:
     """Frame-level speech probability of a mono recording.
 
@@ -139,6 +151,9 @@ def speech_probability(
         Hop between 10 s chunks (segmentation only).
     detector : {"segmentation", "silero"}
         Which model (see module doc).
+    progress : callable, optional
+        ``progress(done, total)``, monotonic, ending with ``done == total`` (Silero 32 ms chunks
+        or segmentation 10 s chunks).
 
     Returns
     -------
@@ -158,7 +173,7 @@ def speech_probability(
     audio = np.asarray(audio, dtype=np.float32).reshape(-1)
     if detector == "silero":
         step = SILERO_CHUNK / SAMPLE_RATE
-        return _silero_probability(audio, model_ref or SILERO_MODEL), step / 2, step
+        return _silero_probability(audio, model_ref or SILERO_MODEL, progress), step / 2, step
     inference = _inference(model_ref or SEGMENTATION_MODEL, float(step_s))
     n = audio.shape[0]
     window = compute_num_samples(inference.duration, sample_rate=sample_rate)
@@ -169,7 +184,8 @@ def speech_probability(
         threads = torch.get_num_threads()
         torch.set_num_threads(min(threads, VAD_THREADS))
         try:
-            feature = inference({"waveform": waveform, "sample_rate": sample_rate})
+            hook = None if progress is None else (lambda completed, total, **_: progress(min(completed, total), total))
+            feature = inference({"waveform": waveform, "sample_rate": sample_rate}, hook=hook)
         finally:
             torch.set_num_threads(threads)
     probs = np.nan_to_num(np.asarray(feature.data, dtype=np.float32)[:, 0], nan=0.0)
@@ -261,6 +277,9 @@ def speech_regions(
         Hop between the segmentation model's 10 s chunks.
     detector : {"segmentation", "silero"}
         Which model (see module doc).
+    progress : callable, optional
+        ``progress(done, total)``, monotonic, ending with ``done == total`` (Silero 32 ms chunks
+        or segmentation 10 s chunks).
 
     Returns
     -------

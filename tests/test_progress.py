@@ -123,7 +123,7 @@ def test_diarization_hook_maps_steps_to_one_monotonic_fraction() -> None:
     from tasks.diarize import PROGRESS_TOTAL, _ProgressHook
 
     calls: list[tuple[float, float]] = []
-    hook = _ProgressHook(lambda d, t: calls.append((d, t)), resegments=True)
+    hook = _ProgressHook(lambda d, t: calls.append((d, t)))
     hook("segmentation", None, completed=0, total=10)
     hook("segmentation", None, completed=5, total=10)
     hook("segmentation", None, completed=40, total=10)  # pyannote overshoots on its last batch
@@ -133,11 +133,42 @@ def test_diarization_hook_maps_steps_to_one_monotonic_fraction() -> None:
     hook("embeddings", "artefact")
     hook("resegmentation", None, completed=50, total=100)
     hook("resegmentation", None, completed=100, total=100)
-    assert [d for d, _ in calls] == [0, 110, 220, 525, 830, 915, 1000]
+    hook("refinement", None, completed=1, total=2)
+    hook("refinement", None, completed=2, total=2)
+    assert [d for d, _ in calls] == [0, 100, 200, 485, 770, 850, 930, 965, 1000]
     assert {t for _, t in calls} == {PROGRESS_TOTAL}
     plain: list[tuple[float, float]] = []
-    _ProgressHook(lambda d, t: plain.append((d, t)), resegments=False)("embeddings", "artefact")
-    assert plain == [(PROGRESS_TOTAL, PROGRESS_TOTAL)]  # without resegmentation embeddings end the work
+    _ProgressHook(lambda d, t: plain.append((d, t)), skip=("resegmentation", "refinement"))("embeddings", "artefact")
+    assert plain == [(PROGRESS_TOTAL, PROGRESS_TOTAL)]  # without resegmentation and refinement embeddings end the work
+    no_refine: list[tuple[float, float]] = []
+    hook = _ProgressHook(lambda d, t: no_refine.append((d, t)), skip=("refinement",))
+    hook("embeddings", "artefact")
+    hook("resegmentation", "artefact")
+    assert [d for d, _ in no_refine] == [828, 1000]  # 0.77 / 0.93 of the work, stretched
+
+
+def test_progress_steps_skipped_follow_the_config() -> None:
+    from tasks.config import DiarizationConfig
+    from tasks.diarize import progress_steps_skipped
+
+    assert progress_steps_skipped(DiarizationConfig()) == ()
+    assert progress_steps_skipped(DiarizationConfig(speech_detector="none")) == ("refinement",)
+    assert progress_steps_skipped(DiarizationConfig(resegment_window_s=0)) == ("resegmentation",)
+    assert progress_steps_skipped(DiarizationConfig(pipeline="pyannote/speaker-diarization-community-1")) == (
+        "resegmentation", "refinement")
+
+
+def test_speech_probability_reports_its_chunks(shared_data: Path) -> None:
+    from tasks import vad
+
+    audio, _ = sf.read(shared_data / "ami" / "dev00.flac", dtype="float32")
+    for detector in ("silero", "segmentation"):
+        calls: list[tuple[float, float]] = []
+        probs, _, _ = vad.speech_probability(audio, detector=detector, progress=lambda d, t: calls.append((d, t)))
+        _monotonic_to_total(calls)
+        assert len(calls) >= 3, detector
+        quiet, _, _ = vad.speech_probability(audio, detector=detector)
+        np.testing.assert_array_equal(probs, quiet)  # reporting changes nothing
 
 
 def test_diarize_reports_progress_on_a_real_recording(shared_data: Path) -> None:
@@ -153,7 +184,8 @@ def test_diarize_reports_progress_on_a_real_recording(shared_data: Path) -> None
     _monotonic_to_total(calls)
     done = [d for d, _ in calls]
     assert len(set(done)) == len(done)  # strictly increasing: no repeated reports
-    assert any(0 < d <= 220 for d in done) and any(220 < d < 830 for d in done)  # segmentation, embeddings
+    assert any(0 < d <= 200 for d in done) and any(200 < d < 770 for d in done)  # segmentation, embeddings
+    assert any(930 < d < 1000 for d in done)  # the Silero pass reports inside the refinement's span
 
 
 # --------------------------------------------------------------------------- the flow's display
