@@ -14,8 +14,9 @@ Data (read from ``../shared/data`` relative to the project root):
   utterance per turn, pauses count as speech) is printed beside it. The detector is energy,
   independent of both speech detectors the pipeline uses.
 * ``--ablation`` also scores ``train-clean-100`` mixtures (other voices, other seed: the
-  material the refinement settings were chosen on, with AMI debug.train) and each refinement
-  step on its own.
+  material the refinement settings were chosen on, with AMI debug.train), each refinement
+  step on its own, and how the two kinds of reference treat a speaker's pauses
+  (``reference_conventions``: AMI's bridge pauses under 0.84 s, the mixtures' cut those >= 0.2 s).
 
 DER: ``pyannote.metrics`` DiarizationErrorRate, collar 0, overlap scored (skip_overlap=False),
 UEM given (AMI) or the whole mixture. RTF = diarization seconds / audio seconds with the models
@@ -254,6 +255,7 @@ def ablation(pipeline, cfg: DiarizationConfig, sets: dict[str, list[dict]]) -> N
         ("+ pads", dict(plain, pad_onset_s=full["pad_onset_s"], pad_offset_s=full["pad_offset_s"])),
         (f"+ recovered ({recover})", dict(plain, max_distance=recover)),
         ("all (defaults)", full),
+        ("defaults, cut all pauses", dict(full, min_heard=0.0)),
         ("defaults, no reseg.", full),
     ]
     saved, saved_window = dict(pipeline.refine), pipeline.resegment_window_s
@@ -272,6 +274,105 @@ def ablation(pipeline, cfg: DiarizationConfig, sets: dict[str, list[dict]]) -> N
                          f"{100 * metric['false alarm'] / tot:.1f}/{100 * metric['confusion'] / tot:.1f}")
         print(f"{label:<22}" + "".join(f"{c:>26}" for c in cells))
     pipeline.refine, pipeline.resegment_window_s = saved, saved_window
+
+
+def bridged(annotation, gap: float):
+    """``annotation`` with each speaker's pauses shorter than ``gap`` seconds filled."""
+    from pyannote.core import Annotation, Segment
+
+    out = Annotation(uri=annotation.uri)
+    for label in annotation.labels():
+        current = None
+        for seg in annotation.label_timeline(label).support():
+            if current is not None and seg.start - current[1] < gap:
+                current[1] = seg.end
+                continue
+            if current is not None:
+                out[Segment(*current), out.new_track(Segment(*current))] = label
+            current = [seg.start, seg.end]
+        if current is not None:
+            out[Segment(*current), out.new_track(Segment(*current))] = label
+    return out
+
+
+def silent_stretches(pipeline, cfg: DiarizationConfig, files: list[dict], *, min_s: float = PAUSE_S) -> dict:
+    """Silero-silent stretches (>= ``min_s``, hysteresis of the config) strictly inside the
+    single-speaker turns of the unrefined diarization, and how much of them the reference calls
+    speech. ``dip``: median energy of the stretch below the 90th percentile of its turn's 10 ms
+    frame energies (dB): a real pause is deep, an unheard quiet voice shallow."""
+    from tasks.refine import FRAME_S, runs, speech_frames, to_frames
+    from tasks.vad import speech_probability
+
+    saved = dict(pipeline.refine)
+    pipeline.refine = dict(saved, detector="none")
+    total = reference_speech = 0.0
+    dips: list[float] = []
+    try:
+        for f in files:
+            hyp = run_file(pipeline, f, cfg)
+            labels = [str(x) for x in hyp.labels()]
+            n = int(np.ceil(len(f["audio"]) / SR / FRAME_S - 1e-9))
+            if not labels or n == 0:
+                continue
+            turns = to_frames(hyp, labels, n)
+            single = turns.sum(axis=1) == 1
+            ref = to_frames(f["reference"], [str(x) for x in f["reference"].labels()], n).any(axis=1)
+            scored = np.ones(n, bool)
+            if f["uem"] is not None:  # only the scored region counts
+                scored[:] = False
+                for seg in f["uem"]:
+                    scored[int(round(seg.start / FRAME_S)) : int(round(seg.end / FRAME_S))] = True
+            probs, _, step = speech_probability(f["audio"], detector="silero")
+            speech = speech_frames(probs, frame_step=step, n=n, onset=cfg.vad_onset, offset=cfg.vad_offset)
+            hop = int(round(FRAME_S * SR))
+            x = np.pad(f["audio"], (0, max(0, n * hop - len(f["audio"]))))[: n * hop].reshape(n, hop)
+            energy = 10 * np.log10(np.mean(x.astype(np.float64) ** 2, axis=1) + 1e-10)
+            for k in range(len(labels)):
+                for a, b in runs(turns[:, k]):
+                    for p, q in runs(~speech[a:b]):
+                        lo, hi = a + p, a + q
+                        if (q - p) * FRAME_S < min_s or p == 0 or q == b - a:
+                            continue
+                        if single[lo:hi].mean() < 0.5 or not scored[lo:hi].all():
+                            continue
+                        total += (hi - lo) * FRAME_S
+                        reference_speech += ref[lo:hi].sum() * FRAME_S
+                        dips.append(float(np.percentile(energy[a:b], 90) - np.median(energy[lo:hi])))
+    finally:
+        pipeline.refine = saved
+    return {"stretches": len(dips), "seconds": total, "reference_speech": reference_speech,
+            "dip_db": float(np.median(dips)) if dips else float("nan")}
+
+
+def reference_conventions(pipeline, cfg: DiarizationConfig, ami: list[dict], train_mixtures: list[dict],
+                          test_mixtures: list[dict]) -> None:
+    """Why one default cannot meet the AMI and the pause-aware LibriSpeech targets together:
+    the AMI references bridge a speaker's pauses, the mixtures' references cut them."""
+    print("\n== reference conventions (pauses inside a speaker's turn)")
+    gaps = []
+    for f in ami:
+        for label in f["reference"].labels():
+            segs = list(f["reference"].label_timeline(label).support())
+            gaps += [b.start - a.end for a, b in zip(segs, segs[1:])]
+    if gaps:
+        print(f"AMI references: {len(gaps)} gaps between one speaker's turns, shortest {min(gaps):.2f} s, "
+              f"10th percentile {np.percentile(gaps, 10):.2f} s: shorter pauses are speech there")
+    for name, files in (("train mixtures", train_mixtures), ("test mixtures", test_mixtures)):
+        if not files:
+            continue
+        cells = []
+        for gap in (0.3, 0.5, 0.84):
+            metric = make_metric()
+            for f in files:
+                metric(f["reference"], bridged(f["reference"], gap), uem=f["uem"])
+            cells.append(f"< {gap} s: {100 * abs(metric):.1f}")
+        print(f"{name}: DER of a perfect diarizer that bridges each speaker's pauses " + ", ".join(cells) + " %")
+    for name, files in (("AMI (train + development)", ami), ("train mixtures", train_mixtures)):
+        if files:
+            r = silent_stretches(pipeline, cfg, files)
+            share = 100 * r["reference_speech"] / r["seconds"] if r["seconds"] else float("nan")
+            print(f"{name}: {r['stretches']} Silero-silent stretches >= {PAUSE_S} s inside single-speaker turns, "
+                  f"{r['seconds']:.1f} s, {share:.0f} % of it reference speech; median energy dip {r['dip_db']:.0f} dB")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -369,8 +470,10 @@ def main(argv: list[str] | None = None) -> int:
             old = score(group, hyps, key="reference_turns")
             print(f"same against the old reference (whole trimmed utterances, pauses count as speech): DER {100 * old:.1f}%")
     if args.ablation:
-        ablation(pipeline, cfg, {"AMI debug.train": train, "train mixtures": load_train_mixtures(),
+        train_mixtures = load_train_mixtures()
+        ablation(pipeline, cfg, {"AMI debug.train": train, "train mixtures": train_mixtures,
                                  "AMI debug.development": dev, "test mixtures": mixtures})
+        reference_conventions(pipeline, cfg, train + dev, train_mixtures, mixtures)
     ami = train + dev
     secs = sum(f["seconds"] for f in ami)
     dur = sum(len(f["audio"]) / SR for f in ami)
