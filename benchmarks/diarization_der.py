@@ -31,6 +31,7 @@ reconstruction are rerun for each value.
     python benchmarks/diarization_der.py --tune          # sweep on train, then evaluate best
     python benchmarks/diarization_der.py --threshold 0.7 --min-cluster-size 6
     python benchmarks/diarization_der.py --ablation      # + each refinement step, train and held out
+    python benchmarks/diarization_der.py --segmentation-model /tmp/ft/sim/step900  # another segmentation model
 """
 
 from __future__ import annotations
@@ -389,12 +390,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 avoids oversubscription on a shared CPU)")
     ap.add_argument("--step", type=float, default=None, help="segmentation step (share of the 10 s window)")
     ap.add_argument("--skip-dev", action="store_true")
+    ap.add_argument("--segmentation-model", default=None,
+                    help="segmentation model reference or local directory (default: config default); "
+                         "e.g. a fine-tuned copy from benchmarks/finetune_segmentation.py")
     ap.add_argument("--ablation", action="store_true",
                     help="also score each refinement component (speech detector) on its own, train and held out")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     base = DiarizationConfig(device=args.device)
+    if args.segmentation_model is not None:
+        base = base.model_copy(update={"segmentation_model": args.segmentation_model})
     if args.step is not None:
         base = base.model_copy(update={"segmentation_step": args.step})
     thr = base.clustering_threshold if args.threshold is None else args.threshold
@@ -405,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     pipeline = D.load_diarization_pipeline(cfg)
     print(f"models loaded in {time.perf_counter() - t0:.1f} s; torch threads {torch.get_num_threads()}; "
-          f"segmentation step {cfg.segmentation_step}")
+          f"segmentation model {cfg.segmentation_model}, step {cfg.segmentation_step}")
     pipeline.training = True  # cache segmentation + embeddings inside each file dict
 
     train, dev = load_ami("train"), ([] if args.skip_dev else load_ami("development"))
