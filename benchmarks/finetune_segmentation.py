@@ -70,13 +70,15 @@ MIN_SPEECH_SHARE = 0.3
 
 
 # --------------------------------------------------------------------------- material
-def load_voices(*, folder: Path = DATA / "librispeech" / "train-clean-100") -> list[dict]:
+def load_voices(*, folder: Path = DATA / "librispeech" / "train-clean-100", min_pause: float = PAUSE_S) -> list[dict]:
     """The training voices: audio and its 10 ms speech mask (the benchmark's energy reference).
 
     Parameters
     ----------
     folder : Path
         A LibriSpeech folder with ``speakers.csv`` (file, speaker_id).
+    min_pause : float
+        Pauses shorter than this (s) stay speech in the mask.
 
     Returns
     -------
@@ -91,7 +93,7 @@ def load_voices(*, folder: Path = DATA / "librispeech" / "train-clean-100") -> l
             assert sr == SR, (row["file"], sr)
             n = len(audio) // int(SR * LABEL_HOP_S)
             speech = np.zeros(n, dtype=bool)
-            for a, b in _speech_runs(audio, min_pause=PAUSE_S, hop=int(SR * LABEL_HOP_S)):
+            for a, b in _speech_runs(audio, min_pause=min_pause, hop=int(SR * LABEL_HOP_S)):
                 speech[int(round(a / LABEL_HOP_S)) : int(round(b / LABEL_HOP_S))] = True
             if speech.mean() < MIN_SPEECH_SHARE:
                 print(f"skipping voice {row['speaker_id']}: the energy reference hears speech in "
@@ -313,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=13)
     ap.add_argument("--val-chunks", type=int, default=64, help="simulated chunks (other seed) for a held-in loss")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--label-pause", type=float, default=PAUSE_S,
+                    help="pauses shorter than this stay speech in the labels (0.84: the AMI references' convention)")
     ap.add_argument("--time-steps", type=int, default=0, help="only time this many steps, save nothing")
     args = ap.parse_args(argv)
 
@@ -329,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     powerset = Powerset(len(spec.classes), spec.powerset_max_classes)
     rf = model.receptive_field
     frames = (rf.step, 0.5 * rf.duration, model.num_frames(int(CHUNK_S * SR)))
-    voices, noises = load_voices(), load_noises()
+    voices, noises = load_voices(min_pause=args.label_pause), load_noises()
     print(f"{len(voices)} voices ({sum(len(v['audio']) for v in voices) / SR:.0f} s), {len(noises)} noises; "
           f"frames {frames[2]} per {CHUNK_S:.0f} s (step {rf.step * 1000:.1f} ms); torch threads {torch.get_num_threads()}")
 
