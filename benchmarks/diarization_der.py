@@ -277,25 +277,6 @@ def ablation(pipeline, cfg: DiarizationConfig, sets: dict[str, list[dict]]) -> N
     pipeline.refine, pipeline.resegment_window_s = saved, saved_window
 
 
-def bridged(annotation, gap: float):
-    """``annotation`` with each speaker's pauses shorter than ``gap`` seconds filled."""
-    from pyannote.core import Annotation, Segment
-
-    out = Annotation(uri=annotation.uri)
-    for label in annotation.labels():
-        current = None
-        for seg in annotation.label_timeline(label).support():
-            if current is not None and seg.start - current[1] < gap:
-                current[1] = seg.end
-                continue
-            if current is not None:
-                out[Segment(*current), out.new_track(Segment(*current))] = label
-            current = [seg.start, seg.end]
-        if current is not None:
-            out[Segment(*current), out.new_track(Segment(*current))] = label
-    return out
-
-
 def silent_stretches(pipeline, cfg: DiarizationConfig, files: list[dict], *, min_s: float = PAUSE_S) -> dict:
     """Silero-silent stretches (>= ``min_s``, hysteresis of the config) strictly inside the
     single-speaker turns of the unrefined diarization, and how much of them the reference calls
@@ -365,7 +346,7 @@ def reference_conventions(pipeline, cfg: DiarizationConfig, ami: list[dict], tra
         for gap in (0.3, 0.5, 0.84):
             metric = make_metric()
             for f in files:
-                metric(f["reference"], bridged(f["reference"], gap), uem=f["uem"])
+                metric(f["reference"], f["reference"].support(collar=gap), uem=f["uem"])  # pauses < gap bridged
             cells.append(f"< {gap} s: {100 * abs(metric):.1f}")
         print(f"{name}: DER of a perfect diarizer that bridges each speaker's pauses " + ", ".join(cells) + " %")
     for name, files in (("AMI (train + development)", ami), ("train mixtures", train_mixtures)):
