@@ -77,15 +77,20 @@ def load_ami(split: str) -> list[dict]:
     return files
 
 
+def _frame_energy_db(x: np.ndarray, *, hop: int, n: int | None = None) -> np.ndarray:
+    """Mean energy (dB) of ``n`` frames of ``hop`` samples of ``x`` (default: its whole frames,
+    at least one); a short last frame is zero-padded."""
+    n = max(1, len(x) // hop) if n is None else n
+    frames = np.pad(x[: n * hop], (0, max(0, n * hop - len(x))))
+    return 10 * np.log10(np.mean(frames.reshape(n, hop) ** 2, axis=1) + 1e-10)
+
+
 def _speech_frames(x: np.ndarray, hop: int = 320, floor_of: np.ndarray | None = None) -> np.ndarray:
     """Frames (``hop`` samples) of a clean utterance that hold speech: within 40 dB of its
     loudest frame and 8 dB above its noise floor (10th percentile of the frame energies of
     ``floor_of``, default ``x``; test-other files have audible noise)."""
-    n = max(1, len(x) // hop)
-    energy = 10 * np.log10(np.mean(x[: n * hop].reshape(n, hop) ** 2, axis=1) + 1e-10)
-    ref = x if floor_of is None else floor_of
-    m = max(1, len(ref) // hop)
-    floor = np.percentile(10 * np.log10(np.mean(ref[: m * hop].reshape(m, hop) ** 2, axis=1) + 1e-10), 10)
+    energy = _frame_energy_db(x, hop=hop)
+    floor = np.percentile(_frame_energy_db(x if floor_of is None else floor_of, hop=hop), 10)
     return energy > max(energy.max() - 40.0, floor + 8.0)
 
 
@@ -306,9 +311,7 @@ def silent_stretches(pipeline, cfg: DiarizationConfig, files: list[dict], *, min
                     scored[int(round(seg.start / FRAME_S)) : int(round(seg.end / FRAME_S))] = True
             probs, _, step = speech_probability(f["audio"], detector="silero")
             speech = speech_frames(probs, frame_step=step, n=n, onset=cfg.vad_onset, offset=cfg.vad_offset)
-            hop = int(round(FRAME_S * SR))
-            x = np.pad(f["audio"], (0, max(0, n * hop - len(f["audio"]))))[: n * hop].reshape(n, hop)
-            energy = 10 * np.log10(np.mean(x.astype(np.float64) ** 2, axis=1) + 1e-10)
+            energy = _frame_energy_db(f["audio"].astype(np.float64), hop=int(round(FRAME_S * SR)), n=n)
             for k in range(len(labels)):
                 for a, b in runs(turns[:, k]):
                     for p, q in runs(~speech[a:b]):
