@@ -17,7 +17,7 @@ Simulated stereo calls
 DER
     pyannote.metrics, overlap scored, collar 0 and the 0.25 s telephone collar (±0.25 s around
     every reference boundary: ``collar=0.5`` in pyannote.metrics, which splits it in two);
-    ``auto`` (tasks.channels) beside mono diarization of the mix (tasks.diarize.diarize, the
+    ``auto`` (tasks.diarization.channels) beside mono diarization of the mix (tasks.diarization.pipeline.diarize, the
     pipeline's default config); dual-mono copies of the calls must be mixed by ``auto``.
 Known speakers
     Voices 0, 2, 4, 6, 8 enrolled from their utterances 0-1; the others are not enrolled.
@@ -27,7 +27,7 @@ Known speakers
     and linking are scored on single-voice reference speech (in an overlap both voices' labels
     are right, so it cannot tell names apart); the share left out is printed.
 Linking
-    The 10 calls' split speakers linked without names (tasks.speakers.link_speakers): share of
+    The 10 calls' split speakers linked without names (tasks.speakers.voiceprints.link_speakers): share of
     speech time in a global speaker whose majority voice is the right one.
 Thresholds (--tune)
     Cosine similarity of enrolment vectors to call centroids, same voice vs different voices,
@@ -203,10 +203,11 @@ def main() -> None:
     import torch
     from pyannote.metrics.diarization import DiarizationErrorRate
 
-    from tasks.channels import decide_channel_mode, diarize_channels
-    from tasks.config import DiarizationConfig
-    from tasks.diarize import diarize, load_embedding_model
-    from tasks.speakers import enroll, current_model, link_speakers, load_voiceprints, name_speakers, speaker_centroids
+    from tasks.diarization.channels import decide_channel_mode, diarize_channels
+    from tasks.core.config import DiarizationConfig
+    from tasks.diarization.pipeline import diarize
+    from tasks.speakers.campplus import load_embedding_model
+    from tasks.speakers.voiceprints import enroll, current_model, link_speakers, load_voiceprints, name_speakers, speaker_centroids
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seed", type=int, default=0, help="calls' seed (thresholds were chosen with --seed 1)")

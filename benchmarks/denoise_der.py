@@ -2,11 +2,11 @@
 
 For each of the 12 AMI files (``ami/debug.train``: 10 × 30 s, ``ami/debug.development``:
 2 × 30 s, read from ``../shared/data`` relative to the project root) the diarization stage
-(:func:`tasks.diarize.diarize`, ``DiarizationConfig`` defaults) is run on
+(:func:`tasks.diarization.pipeline.diarize`, ``DiarizationConfig`` defaults) is run on
 
-* ``original``   - the audio as loaded by :func:`tasks.audio.load_audio`;
-* ``stationary`` - :func:`tasks.denoise.denoise` with ``DenoiseConfig()`` (the tuned defaults);
-* ``rnnoise``    - :func:`tasks.denoise.denoise` with ``DenoiseConfig(method="rnnoise")``.
+* ``original``   - the audio as loaded by :func:`tasks.audio.decode.load_audio`;
+* ``stationary`` - :func:`tasks.audio.denoise.denoise` with ``DenoiseConfig()`` (the tuned defaults);
+* ``rnnoise``    - :func:`tasks.audio.denoise.denoise` with ``DenoiseConfig(method="rnnoise")``.
 
 DER is scored exactly as in ``benchmarks/diarization_der.py`` (its ``load_ami``, ``score`` and
 ``make_metric`` are imported): pyannote.metrics, collar 0, overlapped speech scored, the UEMs
@@ -38,11 +38,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks.diarization_der import DATA, SR, load_ami, make_metric, score  # noqa: E402
-from tasks.audio import load_audio  # noqa: E402
-from tasks.config import DenoiseConfig, DiarizationConfig  # noqa: E402
-from tasks.denoise import denoise  # noqa: E402
-from tasks.diarize import diarize, load_diarization_pipeline  # noqa: E402
-from tasks.vad import speech_regions  # noqa: E402
+from tasks.audio.decode import load_audio  # noqa: E402
+from tasks.core.config import DenoiseConfig, DiarizationConfig  # noqa: E402
+from tasks.audio.denoise import denoise  # noqa: E402
+from tasks.diarization.pipeline import diarize, load_diarization_pipeline  # noqa: E402
+from tasks.audio.vad import speech_regions  # noqa: E402
 
 warnings.filterwarnings("ignore")
 
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     dcfg = DiarizationConfig(threads=args.threads, device="cpu")
     splits = {"train": load_ami("train"), "dev": load_ami("development")}
     files = splits["train"] + splits["dev"]
-    # the audio the pipeline would see: tasks.audio.load_audio (load_ami reads with soundfile)
+    # the audio the pipeline would see: tasks.audio.decode.load_audio (load_ami reads with soundfile)
     for f in files:
         audio, _ = load_audio(DATA / "ami" / f"{f['uri']}.flac")
         if audio.shape != f["audio"].shape or not np.allclose(audio, f["audio"], atol=1e-4):
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             for split, fs in splits.items():
                 score(fs, hyps[name], verbose=True, title=f"{name} / AMI {split}")
 
-    print("\nestimated SNR dB before -> after denoising (tasks.denoise.estimate_snr_db, VAD regions)")
+    print("\nestimated SNR dB before -> after denoising (tasks.audio.denoise.estimate_snr_db, VAD regions)")
     print(f"{'file':<10}" + "".join(f"{n:>20}" for n in CONDITIONS if CONDITIONS[n] is not None))
     for f in files:
         cells = []

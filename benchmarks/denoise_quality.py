@@ -37,9 +37,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tasks.audio import load_audio  # noqa: E402
-from tasks.config import DenoiseConfig  # noqa: E402
-from tasks.denoise import denoise  # noqa: E402
+from tasks.audio.decode import load_audio  # noqa: E402
+from tasks.core.config import DenoiseConfig  # noqa: E402
+from tasks.audio.denoise import denoise  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 SR = 16000
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
                     help="extra method, e.g. 'nr-1024:method=stationary,n_fft=1024'")
     args = ap.parse_args(argv)
 
-    from tasks.vad import speech_regions
+    from tasks.audio.vad import speech_regions
 
     methods = dict(METHODS)
     for spec in args.set:

@@ -51,7 +51,7 @@ import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 import torch  # noqa: E402
 
-from tasks.config import DiarizationConfig  # noqa: E402
+from tasks.core.config import DiarizationConfig  # noqa: E402
 from tasks import diarize as D  # noqa: E402
 
 warnings.filterwarnings("ignore")
@@ -287,8 +287,8 @@ def silent_stretches(pipeline, cfg: DiarizationConfig, files: list[dict], *, min
     single-speaker turns of the unrefined diarization, and how much of them the reference calls
     speech. ``dip``: median energy of the stretch below the 90th percentile of its turn's 10 ms
     frame energies (dB): a real pause is deep, an unheard quiet voice shallow."""
-    from tasks.refine import FRAME_S, runs, speech_frames, to_frames
-    from tasks.vad import speech_probability
+    from tasks.diarization.refine import FRAME_S, runs, speech_frames, to_frames
+    from tasks.audio.vad import speech_probability
 
     saved = dict(pipeline.refine)
     pipeline.refine = dict(saved, detector="none")

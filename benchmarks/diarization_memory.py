@@ -24,7 +24,7 @@ import soundfile as sf  # noqa: E402
 import torch  # noqa: E402
 
 from tasks import diarize as D  # noqa: E402
-from tasks.config import DiarizationConfig  # noqa: E402
+from tasks.core.config import DiarizationConfig  # noqa: E402
 
 
 def peak_mb() -> float:

@@ -72,11 +72,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from funasr import AutoModel
 
-    from tasks.config import EmotionConfig
-    from tasks.emotion import load_emotion_model
-    from tasks.models import resolve
-    from tasks.records import EMOTIONS
-    from tasks.testmodels import build_emotion2vec_dir, is_test_model
+    from tasks.core.config import EmotionConfig
+    from tasks.emotion.model import load_emotion_model
+    from tasks.models.hub import resolve
+    from tasks.core.records import EMOTIONS
+    from tasks.models.testmodels import build_emotion2vec_dir, is_test_model
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)

@@ -28,7 +28,7 @@ SincNet is frozen, the LSTM, linear layers and classifier are trained with Adam.
 
 Checkpoints land as model directories emoflow loads unchanged (``config.yaml`` +
 ``pytorch_model.bin``, the original pyannote/lightning checkpoint with the new state dict,
-checked by loading it back with :func:`tasks.checkpoints.load_pyannote_model`)::
+checked by loading it back with :func:`tasks.models.checkpoints.load_pyannote_model`)::
 
     python benchmarks/finetune_segmentation.py --steps 600 --save-every 200 --out /tmp/ft/sim
     python benchmarks/diarization_der.py --segmentation-model /tmp/ft/sim/step600
@@ -289,7 +289,7 @@ def save_model_dir(*, model, stock_dir: Path, out: Path) -> None:
     """Write ``out`` as a model directory emoflow loads unchanged: the stock ``config.yaml`` and
     the stock pyannote/lightning checkpoint with ``model``'s state dict (temp file + rename),
     then load it back through the restricted unpickler."""
-    from tasks.checkpoints import PYANNOTE_FILE, load_pyannote_model, read_pyannote_checkpoint
+    from tasks.models.checkpoints import PYANNOTE_FILE, load_pyannote_model, read_pyannote_checkpoint
 
     _, ckpt = read_pyannote_checkpoint(stock_dir)
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
@@ -324,8 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     from pyannote.audio.utils.powerset import Powerset
 
-    from tasks.checkpoints import load_pyannote_model
-    from tasks.models import resolve
+    from tasks.models.checkpoints import load_pyannote_model
+    from tasks.models.hub import resolve
 
     stock_dir = Path(resolve("pyannote/segmentation-3.0", kind="segmentation").path)
     model = load_pyannote_model(stock_dir)

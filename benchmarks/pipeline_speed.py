@@ -43,8 +43,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from flows.pipeline import run_pipeline, server_configured
-    from tasks.config import load_config
-    from tasks.testmodels import build_emotion2vec_dir
+    from tasks.core.config import load_config
+    from tasks.models.testmodels import build_emotion2vec_dir
 
     work = Path(tempfile.mkdtemp(prefix="emoflow-bench-"))
     if args.model in ("large", "tiny"):

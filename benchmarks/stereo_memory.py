@@ -79,9 +79,10 @@ def main() -> int:
         return 0
 
     from flows.pipeline import prepare_run
-    from flows.recording import STAGE_FUNCTIONS
-    from tasks.config import load_config
-    from tasks.diarize import load_diarization_pipeline, load_embedding_model
+    from tasks.pipeline.runner import run_stage
+    from tasks.core.config import load_config
+    from tasks.diarization.pipeline import load_diarization_pipeline
+    from tasks.speakers.campplus import load_embedding_model
 
     work = Path(tempfile.mkdtemp(prefix="emoflow-stereo-"))
     call = work / "call.flac"
@@ -91,7 +92,7 @@ def main() -> int:
     subprocess.run([sys.executable, __file__, "--minutes", str(args.minutes), "--build-only", str(call)], check=True)
     print(f"built a {args.minutes:g}-minute stereo call in {time.perf_counter() - t0:.0f} s")
     # a model path is needed to plan the run; the emotion stage is not run here
-    from tasks.testmodels import build_emotion2vec_dir
+    from tasks.models.testmodels import build_emotion2vec_dir
 
     cfg = load_config(None, [f"emotion.model={build_emotion2vec_dir(work / 'e2v', size='tiny')}",
                              f"diarization.channels={args.channels}"])
@@ -100,11 +101,11 @@ def main() -> int:
     base = peak_mb()
     print(f"peak RSS with the diarization models loaded: {base:.0f} MB")
     jobs, _run = prepare_run([str(call)], config=cfg, out_dir=work / "run")
-    from tasks.stages import stage_dependencies
+    from tasks.stages import REGISTRY
 
-    for stage in [s for s in stage_dependencies(cfg) if s not in ("emotion", "screen", "export")]:
+    for stage in [s for s in REGISTRY.order(cfg) if s not in ("emotion", "screen", "export")]:
         t0 = time.perf_counter()
-        report = STAGE_FUNCTIONS[stage](jobs[0])
+        report = run_stage(jobs[0], stage)
         secs = time.perf_counter() - t0
         extra = ""
         if stage == "channels":

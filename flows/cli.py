@@ -13,7 +13,7 @@ from typing import Optional
 
 import typer
 
-from tasks.errors import first_line
+from tasks.core.errors import first_line
 
 app = typer.Typer(
     add_completion=False,
@@ -40,7 +40,7 @@ def _fail(message: str, code: int = EXIT_USAGE) -> None:
 
 
 def _config(config: Optional[Path], sets: list[str]):
-    from tasks.config import ConfigError, load_config
+    from tasks.core.config import ConfigError, load_config
 
     try:
         return load_config(config, sets)
@@ -113,7 +113,7 @@ def ui(
     cfg = _config(config, set_)
     from flows.pipeline import RunError
     from flows.ui import launch_ui
-    from tasks.models import ModelUnavailableError
+    from tasks.models.hub import ModelUnavailableError
 
     try:
         launch_ui(host=host, port=port, config=cfg)
@@ -130,7 +130,7 @@ def report(run_dir: Path = typer.Argument(..., help="A run directory.")) -> None
     """Rebuild report.html (and timeline plots) of a run."""
     if not (run_dir / "manifest.json").is_file():
         _fail(f"{run_dir}: not a run directory (no manifest.json)")
-    from tasks.report import build_report
+    from tasks.output.report import build_report
 
     try:
         typer.echo(str(build_report(run_dir)))
@@ -146,7 +146,7 @@ def similar(
     runs: list[Path] = typer.Option([], "--runs", help="More run dirs to search."),
 ) -> None:
     """Segments whose embeddings are most similar (cosine) to SEGMENT_ID."""
-    from tasks.embeddings import EmbeddingError, similar as find_similar
+    from tasks.output.similarity import EmbeddingError, similar as find_similar
 
     if top < 1:
         _fail(f"--top {top}: expected a number of segments, 1 or more")
@@ -165,7 +165,7 @@ def cluster(
     out: Optional[Path] = typer.Option(None, "--out", help="Where clusters.csv/png go (default RUN_DIR)."),
 ) -> None:
     """k-means over exported embeddings; writes clusters.csv and clusters.png."""
-    from tasks.embeddings import EmbeddingError, cluster as run_cluster
+    from tasks.output.similarity import EmbeddingError, cluster as run_cluster
 
     if k != "auto" and not (k.isdigit() and int(k) >= 2):
         _fail(f"--k {k!r}: expected 'auto' or a number of clusters, 2 or more")
@@ -184,7 +184,7 @@ def evaluate_diarization(
     uem: Optional[Path] = typer.Option(None, "--uem", help="Scored regions (UEM)."),
 ) -> None:
     """DER, missed, false alarm and confusion per recording and in total."""
-    from tasks.evaluate import EvaluationError, evaluate_diarization as evaluate, format_table
+    from tasks.output.evaluate import EvaluationError, evaluate_diarization as evaluate, format_table
 
     try:
         table = evaluate(run_dir, reference, uem=uem)
@@ -196,7 +196,7 @@ def evaluate_diarization(
 @models_app.command("list")
 def models_list() -> None:
     """Known models and where each would be loaded from (no download)."""
-    from tasks.models import KNOWN_MODELS, status
+    from tasks.models.hub import KNOWN_MODELS, status
 
     for ref, known in KNOWN_MODELS.items():
         source, where = status(ref, known.kind)
@@ -206,7 +206,7 @@ def models_list() -> None:
 @models_app.command("pull")
 def models_pull(ref: str = typer.Argument("iic/emotion2vec_plus_large"), hub: str = typer.Option("auto", "--hub")) -> None:
     """Download a hub model into the cache (with progress)."""
-    from tasks.models import KNOWN_MODELS, ModelUnavailableError, looks_like_hub_id, resolve
+    from tasks.models.hub import KNOWN_MODELS, ModelUnavailableError, looks_like_hub_id, resolve
 
     if not looks_like_hub_id(ref):
         _fail(f"{ref}: not a hub model id (expected ORGANISATION/NAME, e.g. iic/emotion2vec_plus_large)")
@@ -245,9 +245,9 @@ def speakers_enroll(
     speakers: Optional[Path] = typer.Option(None, "--speakers", help=_SPEAKERS_HELP),
 ) -> None:
     """Store (or replace) NAME's voiceprint: the CAM++ embedding of the speech in FILES."""
-    from tasks.audio import AudioError
-    from tasks.models import ModelUnavailableError
-    from tasks.speakers import SpeakerError, check_name, default_store, enroll
+    from tasks.audio.decode import AudioError
+    from tasks.models.hub import ModelUnavailableError
+    from tasks.speakers.voiceprints import SpeakerError, check_name, default_store, enroll
 
     store = speakers or default_store()
     try:
@@ -265,8 +265,8 @@ def speakers_enroll(
 @speakers_app.command("list")
 def speakers_list(speakers: Optional[Path] = typer.Option(None, "--speakers", help=_SPEAKERS_HELP)) -> None:
     """Enrolled speakers: name, seconds of speech, files, date."""
-    from tasks.models import ModelUnavailableError
-    from tasks.speakers import SpeakerError, current_model, default_store, list_voiceprints
+    from tasks.models.hub import ModelUnavailableError
+    from tasks.speakers.voiceprints import SpeakerError, current_model, default_store, list_voiceprints
 
     store = speakers or default_store()
     try:
@@ -288,7 +288,7 @@ def speakers_remove(
     speakers: Optional[Path] = typer.Option(None, "--speakers", help=_SPEAKERS_HELP),
 ) -> None:
     """Delete NAME's voiceprint."""
-    from tasks.speakers import SpeakerError, default_store, remove
+    from tasks.speakers.voiceprints import SpeakerError, default_store, remove
 
     store = speakers or default_store()
     try:

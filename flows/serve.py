@@ -17,8 +17,8 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from tasks.config import Config, load_config
-from tasks.storage import atomic_write_json, sha256_file
+from tasks.core.config import Config, load_config
+from tasks.core.storage import atomic_write_json, sha256_file
 
 STALE_CLAIM_S = 6 * 3600.0
 
@@ -70,7 +70,7 @@ def inbox_scan(inbox: str, out_root: str, config: dict[str, Any] | None = None,
                config_path: str | None = None) -> dict[str, Any]:
     """Process the inbox files not processed yet into a new run directory under ``out_root``."""
     from flows.pipeline import run_pipeline
-    from tasks.inputs import discover_inputs
+    from tasks.run.inputs import discover_inputs
 
     logger = get_run_logger()
     cfg = Config.model_validate(config) if config else load_config(config_path)

@@ -2,8 +2,8 @@
 
 ``emoflow ui`` calls :func:`launch_ui`; it binds 127.0.0.1:7860 by default (local only).
 
-The page runs the same stage functions as the flow (``tasks.audio.load_audio``,
-``tasks.denoise.denoise``, ``tasks.diarize.diarize``, ``tasks.emotion.get_emotion_model``), and
+The page runs the same stage functions as the flow (``tasks.audio.decode.load_audio``,
+``tasks.audio.denoise.denoise``, ``tasks.diarization.pipeline.diarize``, ``tasks.emotion.model.get_emotion_model``), and
 the emotion model is loaded once, when the UI is built, then shared by every request.
 
 Results: the top emotion with emoji and confidence, the 9 scores as bars, in frame mode a line
@@ -30,10 +30,10 @@ from typing import Any
 
 import numpy as np
 
-from tasks.config import Config, load_config
-from tasks.plots import EMOTION_COLOURS, EMOTION_EMOJI, frame_curves_figure, scores_bar_figure
-from tasks.records import EMOTIONS, make_recording_id, top_emotion
-from tasks.storage import atomic_write_json, atomic_write_npy
+from tasks.core.config import Config, load_config
+from tasks.output.plots import EMOTION_COLOURS, EMOTION_EMOJI, frame_curves_figure, scores_bar_figure
+from tasks.core.records import EMOTIONS, make_recording_id, top_emotion
+from tasks.core.storage import atomic_write_json, atomic_write_npy
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +122,8 @@ class Analysis:
 class Analyser:
     """Holds the model (loaded once) and analyses one file per request.
 
-    With diarization the file goes through the flow's own stage functions
-    (:data:`flows.recording.STAGE_FUNCTIONS`, in :func:`tasks.stages.stage_dependencies` order)
+    With diarization the file goes through the flow's own stages
+    (:func:`tasks.pipeline.runner.run_stages`)
     into a private run folder, so it is diarized, segmented, screened and exported exactly as
     ``emoflow run`` would with the same config: the page shows the exported segment JSON. The
     folder doubles as a cache: the same file analysed again with other options reuses every stage
@@ -136,7 +136,7 @@ class Analyser:
         self.models: dict[str, dict[str, Any]] = {}
         if model is None:
             from flows.pipeline import resolve_models
-            from tasks.emotion import get_emotion_model
+            from tasks.emotion.model import get_emotion_model
 
             self.models = resolve_models(config)  # the run's model records (ids, checksums), vetted
             # the process-wide model: the flow's stages (clips <= segmentation.max_s) get the same one
@@ -178,22 +178,21 @@ class Analyser:
 
     def _analyse_diarized(self, p: Path, *, config: Config, frame_mode: bool, embedding: bool) -> Analysis | None:
         """The flow's stages over ``p``; None when no segment could be scored."""
-        from flows.recording import STAGE_FUNCTIONS, RecordingJob, read_segments
-        from tasks import layout
-        from tasks.emotion import frame_scores_from_logits
-        from tasks.records import Recording
-        from tasks.stages import compute_keys, stage_dependencies
-        from tasks.storage import sha256_file
+        from tasks.core.records import Recording
+        from tasks.core.storage import sha256_file
+        from tasks.emotion.model import frame_scores_from_logits
+        from tasks.pipeline import layout
+        from tasks.pipeline.job import RecordingJob
+        from tasks.pipeline.runner import run_stages
+        from tasks.stages import REGISTRY
 
         sha = sha256_file(p)
         models = {**self.models, "emotion": self.model_info}
         job = RecordingJob(recording=Recording(make_recording_id(p.stem), str(p), sha), out_dir=str(self.workdir),
-                           config=config.to_plain(), keys=compute_keys(sha256=sha, config=config, models=models),
+                           config=config.to_plain(), keys=REGISTRY.compute_keys(sha256=sha, config=config, models=models),
                            models=models)
-        reports = {}
-        for stage in stage_dependencies(config):
-            reports[stage] = STAGE_FUNCTIONS[stage](job)
-        segments = read_segments(job)
+        reports = run_stages(job)
+        segments = layout.read_segments(job.artefact("segment"), recording_id=job.recording_id)
         notes = list(reports["load"].facts.get("warnings", []))
         scored = [s for s in segments if s.status == "ok"]
         if not scored:
@@ -220,16 +219,17 @@ class Analyser:
 
     def _analyse_whole(self, p: Path, *, config: Config, frame_mode: bool, embedding: bool,
                        notes: list[str]) -> Analysis:
-        """The whole file as one segment (windows combined exactly: :func:`tasks.emotion.analyse_whole`)."""
-        from tasks.audio import SAMPLE_RATE, load_audio
-        from tasks.emotion import analyse_whole, frame_scores_from_logits
-        from tasks.export import segment_json
-        from tasks.records import EmotionResult, Segment, segment_id
+        """The whole file as one segment (windows combined exactly: :func:`tasks.emotion.model.analyse_whole`)."""
+        from tasks.core.timebase import SAMPLE_RATE
+        from tasks.audio.decode import load_audio
+        from tasks.emotion.model import analyse_whole, frame_scores_from_logits
+        from tasks.output.export import segment_json
+        from tasks.core.records import EmotionResult, Segment, segment_id
 
         audio, info = load_audio(p, config=config.audio)
         notes = list(info.warnings) + notes
         if config.denoise.enabled and config.emotion.audio == "denoised":
-            from tasks.denoise import denoise as denoise_audio
+            from tasks.audio.denoise import denoise as denoise_audio
 
             audio, _stats = denoise_audio(audio, config=config.denoise)
         rid = make_recording_id(p.stem)
@@ -335,7 +335,7 @@ def build_ui(config: Config | str | Path | None = None, *, model: Any = None):
         return (_message(text), None) if text else (gr.update(), gr.update())
 
     def run(path, granularity, want_embedding, want_denoise, want_diarize, rejected):  # type: ignore[no-untyped-def]
-        from tasks.audio import AudioError
+        from tasks.audio.decode import AudioError
 
         # bars, frame chart, segments table, result.json, embedding.npy (after the message and top)
         empty = (None, gr.update(value=None, visible=False), gr.update(value=None, visible=False), None, None)
@@ -380,7 +380,7 @@ def build_ui(config: Config | str | Path | None = None, *, model: Any = None):
         if p is None:
             return None, _message("No example audio found (data/ or ../shared/data/ami).")
         # Gradio serves only files under the cwd or the temp dir: hand it a copy in ours
-        from tasks.storage import atomic_write_bytes
+        from tasks.core.storage import atomic_write_bytes
 
         copy = out_root / "examples" / p.name
         if not copy.is_file():

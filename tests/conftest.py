@@ -74,7 +74,7 @@ def _isolated_caches(tmp_path_factory: pytest.TempPathFactory) -> None:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny randomly initialised emotion2vec directory (funasr's own class, small dims)."""
-    from tasks.testmodels import build_emotion2vec_dir
+    from tasks.models.testmodels import build_emotion2vec_dir
 
     return build_emotion2vec_dir(tmp_path_factory.mktemp("emotion2vec_tiny"), size="tiny", seed=0)
 

@@ -1,4 +1,4 @@
-"""A deterministic stand-in for ``tasks.emotion.EmotionModel`` (same interface), for UI unit tests.
+"""A deterministic stand-in for ``tasks.emotion.model.EmotionModel`` (same interface), for UI unit tests.
 
 Scores are a softmax of simple clip statistics, so they are reproducible and vary with the audio.
 It is a test double of the interface only; the browser test runs the real tiny emotion2vec.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tasks.records import EMOTIONS
+from tasks.core.records import EMOTIONS
 
 HOP = 320  # samples per frame at 16 kHz (50 frames/s), as emotion2vec
 

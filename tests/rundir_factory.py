@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tasks.config import Config
-from tasks.records import EMOTIONS, segment_id
-from tasks.storage import atomic_write_json, atomic_write_npy, atomic_write_text
+from tasks.core.config import Config
+from tasks.core.records import EMOTIONS, segment_id
+from tasks.core.storage import atomic_write_json, atomic_write_npy, atomic_write_text
 
 HOP_S = 0.02
 # Each planted cluster has a "home" emotion, so labels and embeddings agree.
@@ -124,7 +124,7 @@ def make_run_dir(
                 break
         rec_end = max(e for _, _, e in turns) + 0.5
         if source is None:
-            from tasks.audio import write_wav
+            from tasks.audio.decode import write_wav
 
             t = np.arange(int(rec_end * 16000)) / 16000.0
             wave = 0.1 * np.sin(2 * np.pi * (180 + 40 * np.sin(t)) * t) + 0.01 * rng.normal(size=t.size)

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks.artefacts import ArtefactStore, stage_key
-from tasks.storage import atomic_write_npy, atomic_write_with
+from tasks.pipeline.artefacts import ArtefactStore, stage_key
+from tasks.core.storage import atomic_write_npy, atomic_write_with
 
 
 def test_commit_makes_artefact_visible(tmp_path: Path) -> None:

@@ -10,18 +10,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tasks.audio import (
-    SAMPLE_RATE,
-    CorruptAudioError,
-    EmptyAudioError,
-    NotAudioError,
-    TooLongError,
-    TooShortError,
-    UnreadableInputError,
-    compute_num_samples,
-    load_audio,
-)
-from tasks.config import AudioConfig
+from tasks.core.timebase import SAMPLE_RATE, compute_num_samples
+from tasks.audio.decode import CorruptAudioError, EmptyAudioError, NotAudioError, TooLongError, TooShortError, UnreadableInputError, load_audio
+from tasks.core.config import AudioConfig
 
 
 def _tone(sr: int, seconds: float, channels: int = 1, freq: float = 440.0) -> np.ndarray:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tasks.config import load_config
+from tasks.core.config import load_config
 
 SR = 16000
 
@@ -46,17 +46,17 @@ def call(tmp_path_factory: pytest.TempPathFactory, librispeech_voices: list[list
 
 def _run_stages(path: Path, out: Path, sets: list[str]) -> tuple[object, dict[str, object]]:
     from flows.pipeline import prepare_run
-    from flows.recording import STAGE_FUNCTIONS
-    from tasks.stages import stage_dependencies
+    from tasks.pipeline.runner import run_stage
+    from tasks.stages import REGISTRY
 
     cfg = load_config(None, sets)
     jobs, _run = prepare_run([str(path)], config=cfg, out_dir=out)
-    return jobs[0], {s: STAGE_FUNCTIONS[s](jobs[0]) for s in stage_dependencies(cfg)}
+    return jobs[0], {s: run_stage(jobs[0], s) for s in REGISTRY.order(cfg)}
 
 
 def test_a_stereo_call_is_split_by_channel_and_heard_per_channel(call, tiny_model_dir, tmp_path: Path) -> None:
-    from tasks.emotion import get_emotion_model
-    from tasks.records import Segment
+    from tasks.emotion.model import get_emotion_model
+    from tasks.core.records import Segment
 
     sets = [f"emotion.model={tiny_model_dir}", "diarization.channel_names=[agent, customer]"]
     job, reports = _run_stages(call["call"], tmp_path, sets)
@@ -74,7 +74,7 @@ def test_a_stereo_call_is_split_by_channel_and_heard_per_channel(call, tiny_mode
     # the scores come from the agent's own (denoised) channel, not from the mix
     docs = [json.loads(p.read_text()) for p in sorted((folder / "segments").glob("*.json"))]
     doc = next(d for d in docs if d["speaker"] == "agent")
-    from tasks import layout
+    from tasks.pipeline import layout
 
     channel = layout.read_channels(job.artefact("denoise"))[0]
     seg = Segment(doc["segment_id"], "call", "agent", doc["start"], doc["end"])

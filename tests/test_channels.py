@@ -1,4 +1,4 @@
-"""Channels as speakers (tasks/channels.py, tasks/audio.load_channels) on real LibriSpeech voices
+"""Channels as speakers (tasks/diarization/channels.py, tasks/audio.load_channels) on real LibriSpeech voices
 with real noise: a simulated stereo call splits, its bleed is not speech, its overlap is kept;
 dual-mono and same-voice channels are mixed."""
 
@@ -12,9 +12,10 @@ import pytest
 import soundfile as sf
 from pyannote.core import Segment, Timeline
 
-from tasks.audio import SAMPLE_RATE, load_audio, load_channels
-from tasks.channels import channel_labels, decide_channel_mode, diarize_channels
-from tasks.config import DiarizationConfig
+from tasks.core.timebase import SAMPLE_RATE
+from tasks.audio.decode import load_audio, load_channels
+from tasks.diarization.channels import channel_labels, decide_channel_mode, diarize_channels
+from tasks.core.config import DiarizationConfig
 
 SR = SAMPLE_RATE
 CFG = DiarizationConfig()
@@ -37,7 +38,7 @@ def _read(path: Path) -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def embedder():
-    from tasks.diarize import load_embedding_model
+    from tasks.speakers.campplus import load_embedding_model
 
     return load_embedding_model(CFG.embedding_model, "cpu")
 
@@ -173,7 +174,7 @@ def test_channel_labels() -> None:
 
 
 def test_config_keys() -> None:
-    from tasks.config import ConfigError, load_config
+    from tasks.core.config import ConfigError, load_config
 
     cfg = load_config(None, ["diarization.channels=split", "diarization.channel_names=[agent, customer]"])
     assert cfg.diarization.channels == "split" and cfg.diarization.channel_names == ["agent", "customer"]

@@ -15,7 +15,7 @@ import torch
 from typer.testing import CliRunner
 
 from flows.cli import app
-from tasks.checkpoints import (
+from tasks.models.checkpoints import (
     CheckpointLoadError,
     UnsafeCheckpointError,
     convert_hint,
@@ -23,9 +23,9 @@ from tasks.checkpoints import (
     load_state,
     pyannote_safe_globals,
 )
-from tasks.config import EmotionConfig
-from tasks.emotion import CheckpointError, ModelFilesError, check_emotion_model, load_emotion_model
-from tasks.models import bundled_path, find_checkpoint, resolve
+from tasks.core.config import EmotionConfig
+from tasks.emotion.model import CheckpointError, ModelFilesError, check_emotion_model, load_emotion_model
+from tasks.models.hub import bundled_path, find_checkpoint, resolve
 
 ROOT = Path(__file__).resolve().parent.parent
 SEGMENTATION = "pyannote/segmentation-3.0"
@@ -185,7 +185,7 @@ def test_safetensors_emotion2vec_gives_the_same_scores(tiny_model_dir: Path, tmp
 
 
 def test_campplus_loader_refuses_code(tmp_path: Path, sentinel: Path) -> None:
-    from tasks.speaker_embedding import CHECKPOINT_NAME, check_campplus, load_campplus
+    from tasks.speakers.campplus import CHECKPOINT_NAME, check_campplus, load_campplus
 
     real = load_state(bundled_path(CAMPPLUS) / CHECKPOINT_NAME)
     d = tmp_path / "campplus"
@@ -201,8 +201,8 @@ def test_campplus_loader_refuses_code(tmp_path: Path, sentinel: Path) -> None:
 
 
 def test_segmentation_and_vad_loaders_refuse_code(tmp_path: Path, sentinel: Path) -> None:
-    from tasks.diarize import load_segmentation_model
-    from tasks.vad import _inference
+    from tasks.diarization.pipeline import load_segmentation_model
+    from tasks.audio.vad import _inference
 
     with torch.serialization.safe_globals(pyannote_safe_globals()):
         ckpt = torch.load(bundled_path(SEGMENTATION) / "pytorch_model.bin", map_location="cpu", weights_only=True)

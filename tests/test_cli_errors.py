@@ -109,7 +109,7 @@ def test_no_command_shows_a_traceback(junk: dict[str, Path], tiny_model_dir: Pat
 def test_file_named_like_an_option_is_an_input(tmp_path: Path, tiny_model_dir: Path, prefect_harness) -> None:
     """``-rf.flac`` after ``--`` is a file, and it reaches the decoder as a file, not an option."""
     from flows.pipeline import run_pipeline
-    from tasks.config import load_config
+    from tasks.core.config import load_config
 
     src = tmp_path / "in"
     src.mkdir()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.config import DEFAULT_CONFIG_PATH, SECTIONS, Config, ConfigError, load_config
+from tasks.core.config import DEFAULT_CONFIG_PATH, SECTIONS, Config, ConfigError, load_config
 
 
 def test_default_yaml_matches_schema_defaults() -> None:
@@ -84,7 +84,7 @@ def test_section_hashes_change_only_with_their_section() -> None:
 def test_hash_is_stable_across_processes(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("screen:\n  threshold: 0.65\ndenoise:\n  method: rnnoise\n")
-    code = ("from tasks.config import load_config; c = load_config(%r); "
+    code = ("from tasks.core.config import load_config; c = load_config(%r); "
             "print(c.sha256(), *(c.section_hash(s) for s in ('screen', 'denoise')))" % str(path))
     outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={"PYTHONHASHSEED": str(seed), "PATH": ""}, cwd=Path(__file__).parent.parent).stdout
@@ -93,7 +93,7 @@ def test_hash_is_stable_across_processes(tmp_path: Path) -> None:
 
 
 def test_resolved_config_round_trips(tmp_path: Path) -> None:
-    from tasks.config import write_config
+    from tasks.core.config import write_config
 
     cfg = load_config(None, ["screen.threshold=0.55"])
     path = write_config(cfg, tmp_path / "config.yaml")

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from flows.pipeline import run_pipeline
-from tasks.config import load_config
+from tasks.core.config import load_config
 
 pytestmark = pytest.mark.slow
 

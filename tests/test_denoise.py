@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks.config import DenoiseConfig
-from tasks.denoise import RNNOISE_DELAY_48K, DenoiseStats, denoise, estimate_snr_db, rnnoise_48k
+from tasks.core.config import DenoiseConfig
+from tasks.audio.denoise import RNNOISE_DELAY_48K, DenoiseStats, denoise, estimate_snr_db, rnnoise_48k
 
 SR = 16000
 
@@ -29,7 +29,7 @@ def lag_of_peak(a: np.ndarray, b: np.ndarray, max_lag: int = 2000) -> int:
 @pytest.fixture(scope="module")
 def mixture(shared_data):
     """(clean, noisy, speech regions): 2 utterances with pauses, running tap noise at 5 dB."""
-    from tasks.audio import load_audio
+    from tasks.audio.decode import load_audio
 
     root = shared_data / "librispeech" / "test-other"
     u1, _ = load_audio(root / "1688" / "1688-142285-0000.flac")
@@ -153,7 +153,7 @@ def test_empty_audio():
 
 def test_default_runs_vad_itself(shared_data):
     """End to end on a real AMI excerpt: VAD finds the noise profile."""
-    from tasks.audio import load_audio
+    from tasks.audio.decode import load_audio
 
     audio, _ = load_audio(shared_data / "ami" / "dev01.flac")
     out, stats = denoise(audio, config=DenoiseConfig())

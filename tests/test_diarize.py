@@ -10,9 +10,9 @@ import soundfile as sf
 import torch
 from pyannote.core import Annotation, Segment
 
-from tasks import diarize as D
-from tasks.config import DiarizationConfig, load_config
-from tasks.records import Turn
+from tasks.diarization import pipeline as D
+from tasks.core.config import DiarizationConfig, load_config
+from tasks.core.records import Turn
 
 SR = 16000
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from tasks.embeddings import EmbeddingError, cluster, load_embeddings, similar
+from tasks.output.similarity import EmbeddingError, cluster, load_embeddings, similar
 from tests.rundir_factory import make_run_dir
 
 

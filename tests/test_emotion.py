@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from tasks.config import EmotionConfig
-from tasks.emotion import (
+from tasks.core.config import EmotionConfig
+from tasks.emotion.model import (
     CheckpointError,
     EmotionModel,
     SegmentEmotion,
@@ -22,8 +22,8 @@ from tasks.emotion import (
     resample_logits,
     smooth_logits,
 )
-from tasks.models import resolve
-from tasks.records import EMOTIONS
+from tasks.models.hub import resolve
+from tasks.core.records import EMOTIONS
 
 
 def _load(model_dir: Path, **kw) -> EmotionModel:
@@ -151,7 +151,7 @@ def test_alibi_cache_is_bounded(engine, clips20):
 def test_unuse_tokens_get_probability_zero(tmp_path, rng):
     from funasr import AutoModel
 
-    from tasks.testmodels import build_emotion2vec_dir
+    from tasks.models.testmodels import build_emotion2vec_dir
 
     toks = ["生气/angry", "unuse_0", "恐惧/fearful", "开心/happy", "中立/neutral", "unuse_1", "难过/sad",
             "吃惊/surprised", "<unk>"]

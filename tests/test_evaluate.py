@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.evaluate import EvaluationError, evaluate_diarization
+from tasks.output.evaluate import EvaluationError, evaluate_diarization
 from tests.rundir_factory import make_run_dir
 
 
@@ -36,7 +36,7 @@ def test_reference_against_itself_is_zero(ami):
     assert (df.reference_s > 0).all()
     assert df.reference_s.iloc[-1] == pytest.approx(df.reference_s.iloc[:-1].sum())
     assert df.attrs["unscored"] == []
-    from tasks.evaluate import format_table
+    from tasks.output.evaluate import format_table
 
     text = format_table(df)
     assert "TOTAL" in text and "0.00%" in text and "collar 0 s" in text

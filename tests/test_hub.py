@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.models import (
+from tasks.models.hub import (
     ModelUnavailableError,
     hub_endpoints,
     hub_reachable,
@@ -116,7 +116,7 @@ def test_run_uses_the_cached_model_with_the_hub_gone(pulled: Pulled, prefect_har
     import soundfile as sf
 
     from flows.pipeline import run_pipeline
-    from tasks.config import load_config
+    from tasks.core.config import load_config
 
     assert pulled.result.returncode == 0, pulled.result.stderr
     online.setenv("HF_ENDPOINT", pulled.hub.url)

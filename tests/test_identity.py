@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tasks.records import assign_recording_ids
+from tasks.core.records import assign_recording_ids
 
 # --------------------------------------------------------------------------- ids, property-style
 
@@ -67,7 +67,7 @@ def clip(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
 
 def _run(files_root: Path, out: Path, model: Path, *extra: str):
     from flows.pipeline import run_pipeline
-    from tasks.config import load_config
+    from tasks.core.config import load_config
 
     cfg = load_config(None, [f"emotion.model={model}", "screen.threshold=0.5", "runner.retries=0",
                              "export.embeddings=all", *extra])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.models import ModelUnavailableError, bundled_path, model_sha256, resolve
+from tasks.models.hub import ModelUnavailableError, bundled_path, model_sha256, resolve
 
 
 def test_local_directory(tiny_model_dir: Path) -> None:
@@ -64,8 +64,8 @@ def test_missing_local_path() -> None:
 
 @pytest.mark.parametrize("ref", ["pyannote/segmentation-3.0", "iic/speech_campplus_sv_zh_en_16k-common_advanced"])
 def test_bundled_weights_match_their_recorded_sha256(ref: str) -> None:
-    from tasks.models import KNOWN_MODELS
-    from tasks.storage import sha256_file
+    from tasks.models.hub import KNOWN_MODELS
+    from tasks.core.storage import sha256_file
 
     recorded = KNOWN_MODELS[ref].sha256
     assert recorded, "a bundled model without a recorded sha256 would be used unchecked"
@@ -81,7 +81,7 @@ def test_bundled_model_with_other_weights_is_refused(tmp_path: Path, tiny_model_
     from typer.testing import CliRunner
 
     from flows.cli import app
-    from tasks.models import KNOWN_MODELS, check_bundled
+    from tasks.models.hub import KNOWN_MODELS, check_bundled
 
     ref = "iic/speech_campplus_sv_zh_en_16k-common_advanced"
     copy = tmp_path / "campplus"

@@ -19,9 +19,9 @@ import pytest
 import soundfile as sf
 
 from flows.pipeline import run_pipeline
-from tasks.config import load_config
-from tasks.export import TABLE_COLUMNS
-from tasks.records import EMOTIONS
+from tasks.core.config import load_config
+from tasks.output.export import TABLE_COLUMNS
+from tasks.core.records import EMOTIONS
 
 pytestmark = pytest.mark.slow
 
@@ -223,16 +223,16 @@ def test_killed_run_resumes_to_identical_results(prefect_harness, inputs: Path, 
     files = [str(inputs / "dev00.flac"), str(inputs / "trn00.mp3")]
     code = (
         "import sys; from flows.pipeline import prepare_run\n"
-        "from flows.recording import STAGE_FUNCTIONS\nfrom tasks.stages import stage_dependencies\n"
-        "from tasks.config import load_config\n"
+        "from tasks.pipeline.runner import run_stage\nfrom tasks.stages import REGISTRY\n"
+        "from tasks.core.config import load_config\n"
         f"cfg = load_config({str(out / 'cfg.yaml')!r})\n"
         f"jobs, _ = prepare_run({files!r}, config=cfg, out_dir={str(out)!r})\n"
         "for job in jobs:\n"
-        "    for s in stage_dependencies(cfg):\n"
-        "        STAGE_FUNCTIONS[s](job); print(job.recording_id, s, flush=True)\n"
+        "    for s in REGISTRY.order(cfg):\n"
+        "        run_stage(job, s); print(job.recording_id, s, flush=True)\n"
     )
     out.mkdir()
-    from tasks.config import write_config
+    from tasks.core.config import write_config
 
     write_config(cfg, out / "cfg.yaml")
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent,

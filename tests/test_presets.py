@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.config import load_config
+from tasks.core.config import load_config
 
 CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").glob("*.yaml"))
 

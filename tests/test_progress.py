@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 
 from flows.pipeline import run_pipeline  # imports Prefect, which binds its console log handler now
-from tasks.progress import (
+from tasks.core.progress import (
     ProgressReporter,
     clear_progress,
     describe_stage,
@@ -104,8 +104,8 @@ def test_describe_stage_and_progress_line() -> None:
 
 # --------------------------------------------------------------------------- the stages' callbacks
 def test_emotion_engine_reports_seconds_of_audio(tiny_model_dir: Path, shared_data: Path) -> None:
-    from tasks.config import EmotionConfig
-    from tasks.emotion import get_emotion_model
+    from tasks.core.config import EmotionConfig
+    from tasks.emotion.model import get_emotion_model
 
     audio, sr = sf.read(shared_data / "ami" / "dev00.flac", dtype="float32")
     bounds = [(0.0, 1.5), (1.5, 4.0), (4.0, 4.8), (5.0, 8.2), (9.0, 12.0)]
@@ -120,7 +120,7 @@ def test_emotion_engine_reports_seconds_of_audio(tiny_model_dir: Path, shared_da
 
 
 def test_diarization_hook_maps_steps_to_one_monotonic_fraction() -> None:
-    from tasks.diarize import PROGRESS_TOTAL, _ProgressHook
+    from tasks.diarization.pipeline import PROGRESS_TOTAL, _ProgressHook
 
     calls: list[tuple[float, float]] = []
     hook = _ProgressHook(lambda d, t: calls.append((d, t)))
@@ -148,8 +148,8 @@ def test_diarization_hook_maps_steps_to_one_monotonic_fraction() -> None:
 
 
 def test_progress_steps_skipped_follow_the_config() -> None:
-    from tasks.config import DiarizationConfig
-    from tasks.diarize import progress_steps_skipped
+    from tasks.core.config import DiarizationConfig
+    from tasks.diarization.pipeline import progress_steps_skipped
 
     assert progress_steps_skipped(DiarizationConfig()) == ()
     assert progress_steps_skipped(DiarizationConfig(speech_detector="none")) == ("refinement",)
@@ -159,7 +159,7 @@ def test_progress_steps_skipped_follow_the_config() -> None:
 
 
 def test_speech_probability_reports_its_chunks(shared_data: Path) -> None:
-    from tasks import vad
+    from tasks.audio import vad
 
     audio, _ = sf.read(shared_data / "ami" / "dev00.flac", dtype="float32")
     for detector in ("silero", "segmentation"):
@@ -172,8 +172,8 @@ def test_speech_probability_reports_its_chunks(shared_data: Path) -> None:
 
 
 def test_diarize_reports_progress_on_a_real_recording(shared_data: Path) -> None:
-    from tasks import diarize as D
-    from tasks.config import DiarizationConfig
+    from tasks.diarization import pipeline as D
+    from tasks.core.config import DiarizationConfig
 
     audio, _ = sf.read(shared_data / "ami" / "dev00.flac", dtype="float32")
     calls: list[tuple[float, float]] = []
@@ -223,7 +223,7 @@ def test_run_progress_names_running_recordings_with_stage_and_eta(tmp_path: Path
     import time
     from types import SimpleNamespace
 
-    from flows.pipeline import _progress
+    from flows.display import RunProgress
 
     monkeypatch.setenv("EMOFLOW_PROGRESS_INTERVAL_S", "0")
     monkeypatch.setenv("EMOFLOW_PROGRESS", "1" if console else "0")
@@ -239,7 +239,7 @@ def test_run_progress_names_running_recordings_with_stage_and_eta(tmp_path: Path
     rec2 = [_Future(), _Future(), _Future()]  # still queued: not named
     chains = [list(zip(order, rec1)), list(zip(order, rec2))]
     stale = report_progress(out_dir=tmp_path, recording_id="rec1", stage="diarize", done=999, total=1000)
-    with _progress(jobs, order, out_dir=str(tmp_path), logger=logger) as progress:
+    with RunProgress(jobs, out_dir=str(tmp_path), logger=logger) as progress:
         assert not stale.exists()  # an earlier run's record is not shown as this run's
         progress.update(chains, settled=0, segments=0)
         report_progress(out_dir=tmp_path, recording_id="rec1", stage="diarize", done=420, total=1000,
@@ -268,7 +268,7 @@ def test_run_progress_names_running_recordings_with_stage_and_eta(tmp_path: Path
 def test_pipeline_logs_progress_lines_when_stderr_is_not_a_terminal(prefect_harness, tiny_model_dir: Path,
                                                                     shared_data: Path, tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    from tasks.config import load_config
+    from tasks.core.config import load_config
 
     monkeypatch.setenv("EMOFLOW_PROGRESS_INTERVAL_S", "0.2")
     monkeypatch.delenv("EMOFLOW_PROGRESS", raising=False)

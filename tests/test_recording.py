@@ -7,9 +7,9 @@ from dataclasses import replace
 
 import pytest
 
-from flows.recording import RecordingJob
-from tasks.config import Config
-from tasks.records import Recording
+from tasks.pipeline.job import RecordingJob
+from tasks.core.config import Config
+from tasks.core.records import Recording
 
 
 def _job(config: dict) -> RecordingJob:
@@ -36,6 +36,6 @@ def test_job_pickles_without_the_validated_config() -> None:
     job = _job(Config().to_plain())
     assert job.cfg.screen.threshold == Config().screen.threshold
     data = pickle.dumps(job)
-    assert b"tasks.config" not in data  # the plain dict travels, not the pydantic model
+    assert b"tasks.core.config" not in data  # the plain dict travels, not the pydantic model
     back = pickle.loads(data)
     assert back == job and "cfg" not in back.__dict__ and back.cfg == job.cfg

@@ -1,4 +1,4 @@
-"""Diarization refinement by Silero VAD (tasks/refine.py) on real LibriSpeech speech."""
+"""Diarization refinement by Silero VAD (tasks/diarization/refine.py) on real LibriSpeech speech."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from pyannote.core import Annotation, Segment
 
-from tasks import diarize as D
-from tasks import refine as R
-from tasks import vad
+from tasks.diarization import pipeline as D
+from tasks.diarization import refine as R
+from tasks.audio import vad
 
 SR = 16000
 

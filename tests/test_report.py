@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.config import ReportConfig
-from tasks.report import build_report, load_run
+from tasks.core.config import ReportConfig
+from tasks.output.report import build_report, load_run
 from tests.rundir_factory import make_run_dir
 
 SHARED_AMI = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "ami"
@@ -135,7 +135,7 @@ def _outlined(fig) -> int:
 def test_report_and_plots_read_the_drilled_column(tmp_path, monkeypatch, drilldown):
     """With drill-down disabled nothing is drilled, although some confidences are below the
     threshold: the report, the histogram and the timelines say so (they read ``drilled``)."""
-    import tasks.report as report_module
+    import tasks.output.report as report_module
 
     fake = make_run_dir(tmp_path / "r", seed=7, n_recordings=2, duration_s=40, threshold=0.7, drilldown=drilldown)
     seg = fake.segments

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from pyannote.core import Annotation, Segment
 
-from tasks import diarize as D
-from tasks.config import DiarizationConfig
-from tasks.resegment import _windows, resegment
+from tasks.diarization import pipeline as D
+from tasks.core.config import DiarizationConfig
+from tasks.diarization.resegment import _windows, resegment
 
 SR = 16000
 

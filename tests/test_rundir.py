@@ -17,8 +17,8 @@ import pytest
 import soundfile as sf
 import yaml
 
-from tasks.inputs import discover_inputs
-from tasks.rundir import RunDirError, check_out_dir, prune_recordings, run_dir_lock
+from tasks.run.inputs import discover_inputs
+from tasks.run.rundir import RunDirError, check_out_dir, prune_recordings, run_dir_lock
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,7 +41,7 @@ def test_out_dir_must_be_a_writable_folder(tmp_path: Path, monkeypatch: pytest.M
 def test_second_writer_stops_at_once_naming_the_owner(tmp_path: Path) -> None:
     with run_dir_lock(tmp_path / "o") as lock:
         assert lock.record["pid"] == os.getpid()
-        code = ("from tasks.rundir import run_dir_lock\n"
+        code = ("from tasks.run.rundir import run_dir_lock\n"
                 f"with run_dir_lock({str(tmp_path / 'o')!r}): pass\n")
         t0 = time.monotonic()
         other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
@@ -53,7 +53,7 @@ def test_second_writer_stops_at_once_naming_the_owner(tmp_path: Path) -> None:
 
 
 def test_dead_owner_is_taken_over_and_known_as_crashed(tmp_path: Path) -> None:
-    code = ("import time; from tasks.rundir import run_dir_lock, update_lock_record\n"
+    code = ("import time; from tasks.run.rundir import run_dir_lock, update_lock_record\n"
             f"with run_dir_lock({str(tmp_path / 'o')!r}):\n"
             f"    update_lock_record({str(tmp_path / 'o')!r}, flow_run_id='abc')\n"
             "    print('locked', flush=True); time.sleep(60)\n")
@@ -132,7 +132,7 @@ def test_two_runs_into_one_directory(prefect_harness, tiny_model_dir: Path, tmp_
 
 
 def test_yaml_duplicate_keys_are_refused(tmp_path: Path) -> None:
-    from tasks.config import ConfigError, load_config
+    from tasks.core.config import ConfigError, load_config
 
     p = tmp_path / "c.yaml"
     p.write_text("screen:\n  threshold: 0.5\n  threshold: 0.6\n")
@@ -147,7 +147,7 @@ def test_killed_run_is_marked_crashed_by_the_next(prefect_harness, tiny_model_di
     from prefect.settings import PREFECT_API_URL
 
     from flows.pipeline import run_pipeline
-    from tasks.config import load_config
+    from tasks.core.config import load_config
 
     audio = tmp_path / "a.wav"
     wav, sr = sf.read(shared_data / "ami" / "dev00.flac", frames=16000 * 8, dtype="float32")

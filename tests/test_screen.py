@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks.records import EMOTIONS, EmotionResult, top_emotion
-from tasks.screen import is_drilled, summarise_curve
+from tasks.core.records import EMOTIONS, EmotionResult, top_emotion
+from tasks.emotion.screen import is_drilled, summarise_curve
 
 
 def _curve(labels: list[tuple[str, int]]) -> np.ndarray:

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tasks.config import SegmentationConfig
-from tasks.records import Turn
-from tasks.segment import (
+from tasks.core.config import SegmentationConfig
+from tasks.core.records import Turn
+from tasks.diarization.segments import (
     OVERLAP_SPEAKER,
     build_segments,
     multi_speaker,
@@ -236,7 +236,7 @@ def test_segment_on_real_ami_reference(shared_data):
         f = line.split()
         if f and f[0] == "SPEAKER" and f[1] == "dev00":
             turns.append(Turn(f[7], float(f[3]), float(f[3]) + float(f[4])))
-    from tasks.audio import load_audio
+    from tasks.audio.decode import load_audio
 
     audio, _ = load_audio(shared_data / "ami" / "dev00.flac")
     segs = build_segments(turns, recording_id="dev00", config=CFG, audio=audio)
@@ -267,8 +267,8 @@ def test_emotion_segments_keep_the_first_word_of_each_turn(shared_data):
 
     import soundfile as sf
 
-    from tasks import diarize as D
-    from tasks.config import DiarizationConfig
+    from tasks.diarization import pipeline as D
+    from tasks.core.config import DiarizationConfig
 
     sr = 16000
     lib = shared_data / "librispeech" / "test-other"

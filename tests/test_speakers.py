@@ -1,4 +1,4 @@
-"""Known speakers and cross-recording links (tasks/speakers.py, `emoflow speakers ...`) with the
+"""Known speakers and cross-recording links (tasks/speakers/voiceprints.py, `emoflow speakers ...`) with the
 real CAM++ weights and real LibriSpeech voices."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pyannote.core import Annotation, Segment
 from typer.testing import CliRunner
 
 from flows.cli import app
-from tasks.config import DiarizationConfig
-from tasks.speakers import (
+from tasks.core.config import DiarizationConfig
+from tasks.speakers.voiceprints import (
     SpeakerError,
     check_name,
     current_model,
@@ -42,7 +42,7 @@ def _read(path: Path) -> np.ndarray:
 
 @pytest.fixture(scope="session")
 def embedder():
-    from tasks.diarize import load_embedding_model
+    from tasks.speakers.campplus import load_embedding_model
 
     return load_embedding_model("iic/speech_campplus_sv_zh_en_16k-common_advanced", "cpu")
 

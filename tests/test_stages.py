@@ -1,61 +1,210 @@
-"""Stage keys: each stage's code version covers every module that decides its output."""
+"""Stages declared once: the registry, keys, code versions and the import graph of the house."""
 
 from __future__ import annotations
 
+import ast
 import json
+import os
 import shutil
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-from tasks.stages import STAGE_MODULES, TASKS_DIR, code_version, module_closure
+from tasks.core.config import load_config
+from tasks.pipeline.code_version import imported_modules, module_closure, source_hash
+from tasks.pipeline.registry import StageRegistry, StageRegistryError
+from tasks.pipeline.stage import Stage
+from tasks.stages import REGISTRY
 
 ROOT = Path(__file__).resolve().parent.parent
 
 RUN_STAGES = """
 import json, sys
-from flows.pipeline import prepare_run
-from flows.recording import STAGE_FUNCTIONS
-from tasks.config import load_config
-from tasks.stages import stage_dependencies
+from tasks.core.config import load_config
+from tasks.pipeline.runner import run_stages
+from tasks.run.plan import prepare_run
 cfg = load_config(None, sys.argv[3:])
 jobs, _ = prepare_run([sys.argv[1]], config=cfg, out_dir=sys.argv[2])
-print(json.dumps({s: STAGE_FUNCTIONS[s](jobs[0]).status for s in stage_dependencies(cfg)}))
+print(json.dumps({s: r.status for s, r in run_stages(jobs[0]).items()}))
+"""
+
+KEYS = """
+import json
+from tasks.core.config import load_config
+from tasks.stages import REGISTRY
+cfg = load_config(None, [])
+print(json.dumps({"keys": REGISTRY.compute_keys(sha256="0" * 64, config=cfg, models={}),
+                  "versions": {s: REGISTRY.code_version(s) for s in REGISTRY.names}}))
 """
 
 
-def _names(paths: list[Path]) -> set[str]:
-    return {p.name for p in paths}
+def _copy_code(dest: Path) -> Path:
+    for pkg in ("tasks", "flows", "configs"):
+        shutil.copytree(ROOT / pkg, dest / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    return dest
 
 
-def test_closure_follows_imports_inside_functions() -> None:
-    screen = _names(module_closure(STAGE_MODULES["screen"]))
-    # frame_scores_from_logits is imported inside screen_segments: emotion.py decides curves too
-    assert {"screen.py", "layout.py", "emotion.py", "records.py", "config.py"} <= screen
-    assert "diarize.py" not in screen and "report.py" not in screen
-    assert "segment.py" in _names(module_closure(STAGE_MODULES["segment"]))
+def _in(code_root: Path, script: str, *args: str) -> str:
+    proc = subprocess.run([sys.executable, "-c", script, *args], cwd=code_root, capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PYTHONPATH": str(code_root)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def test_every_stage_is_one_module_declaring_it() -> None:
+    cfg = load_config(None, [])
+    assert REGISTRY.order(cfg) == ("load", "channels", "diarize", "denoise", "voices", "segment", "emotion",
+                                   "screen", "export")
+    for stage in REGISTRY:
+        assert stage.module == f"tasks.stages.{stage.name}"
+    # which audio a stage hears is read from the config, by name
+    assert REGISTRY["emotion"].inputs(cfg)["audio"] == "denoise"
+    assert REGISTRY["emotion"].inputs(load_config(None, ["denoise.enabled=false"]))["audio"] == "load"
+    assert "diarization" not in REGISTRY["denoise"].inputs(load_config(None, ["diarization.audio=denoised"]))
+
+
+def test_the_registry_refuses_unknown_reads_and_cycles() -> None:
+    def noop(ctx):  # type: ignore[no-untyped-def]
+        return {}
+
+    cfg = load_config(None, [])
+    with pytest.raises(StageRegistryError, match="unknown"):
+        StageRegistry([Stage("a", noop, reads={"x": "nowhere"})]).order(cfg)
+    with pytest.raises(StageRegistryError, match="cycle"):
+        StageRegistry([Stage("a", noop, reads={"x": "b"}), Stage("b", noop, reads={"x": "a"})]).order(cfg)
+    with pytest.raises(StageRegistryError, match="share a name"):
+        StageRegistry([Stage("a", noop), Stage("a", noop)])
+
+
+def test_keys_change_exactly_downstream_of_a_config_change() -> None:
+    base = load_config(None, [])
+    keys = REGISTRY.compute_keys(sha256="s", config=base, models={})
+    changed = {
+        "screen.threshold=0.5": {"screen", "export"},
+        "segmentation.max_s=8": {"segment", "emotion", "screen", "export"},
+        "diarization.known_threshold=0.91": {"voices", "export"},
+        "export.csv=false": {"export"},
+    }
+    for setting, expected in changed.items():
+        other = REGISTRY.compute_keys(sha256="s", config=load_config(None, [setting]), models={})
+        assert {s for s in keys if keys[s] != other[s]} == expected, setting
+    assert REGISTRY.compute_keys(sha256="t", config=base, models={}).keys() == keys.keys()
+    assert all(a != b for a, b in zip(keys.values(), REGISTRY.compute_keys(sha256="t", config=base,
+                                                                           models={}).values()))
+
+
+def test_closure_follows_imports_inside_functions_and_into_subpackages() -> None:
+    screen = set(module_closure(["tasks.stages.screen"]))
+    # screen_segments is imported inside compute, frame_scores_from_logits inside it: both decide curves
+    assert {"tasks.emotion.screen", "tasks.emotion.model", "tasks.pipeline.layout", "tasks.core.records",
+            "tasks.emotion", "tasks"} <= screen
+    assert not any(m.startswith(("tasks.diarization", "tasks.output", "tasks.stages.emotion")) for m in screen)
+    assert "tasks.diarization.segments" in module_closure(["tasks.stages.segment"])
     # flows/ holds no stage logic, so no flow module is part of any code version
-    assert all(p.parent == TASKS_DIR for s in STAGE_MODULES for p in module_closure(STAGE_MODULES[s]))
+    assert all(m.startswith("tasks") for s in REGISTRY for m in module_closure([s.module]))
 
 
-def test_editing_a_module_changes_only_the_stages_it_decides(tmp_path: Path) -> None:
-    copy = tmp_path / "tasks"
-    shutil.copytree(TASKS_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    from tasks.artefacts import source_hash
+def test_relative_imports_are_followed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pkg = tmp_path / "toypkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "sub" / "a.py").write_text("def f():\n    from .b import g\n    from .. import c\n")
+    (pkg / "sub" / "b.py").write_text("from ..c import h\n")
+    (pkg / "c.py").write_text("h = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert module_closure(["toypkg.sub.a"]) == ["toypkg", "toypkg.c", "toypkg.sub", "toypkg.sub.a", "toypkg.sub.b"]
 
-    def versions() -> dict[str, str]:
-        return {s: source_hash(*module_closure(STAGE_MODULES[s], tasks_dir=copy)) for s in STAGE_MODULES}
 
-    before = versions()
-    assert before == {s: code_version(s) for s in STAGE_MODULES}
-    path = copy / "segment.py"
-    path.write_text(path.read_text().replace("OVERLAP_SPEAKER = \"OVERLAP\"", "OVERLAP_SPEAKER = \"BOTH\""))
-    after = versions()
-    assert {s for s in STAGE_MODULES if before[s] != after[s]} == {"segment"}
+def test_two_files_with_one_name_never_collide(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each file is hashed under its path relative to the package: swapping the contents of
+    ``a/util.py`` and ``b/util.py`` is a different code version."""
+    def build(first: str, second: str) -> str:
+        root = tmp_path / f"{first}{second}"
+        for sub, text in (("a", first), ("b", second)):
+            (root / "pk" / sub).mkdir(parents=True)
+            (root / "pk" / sub / "__init__.py").write_text("")
+            (root / "pk" / sub / "util.py").write_text(text)
+        (root / "pk" / "__init__.py").write_text("")
+        (root / "pk" / "stage.py").write_text("import pk.a.util\nimport pk.b.util\n")
+        return str(root)
+
+    from tasks.pipeline import code_version as cv
+
+    hashes = []
+    for texts in (("x = 1\n", "x = 2\n"), ("x = 2\n", "x = 1\n")):
+        root = build(*texts)
+        monkeypatch.syspath_prepend(root)
+        for f in (cv.module_path, cv._package_root, cv.imported_modules):
+            f.cache_clear()
+        sys.modules.pop("pk", None)
+        hashes.append(source_hash(module_closure(["pk.stage"])))
+        monkeypatch.undo()
+    for f in (cv.module_path, cv._package_root, cv.imported_modules):
+        f.cache_clear()
+    assert hashes[0] != hashes[1]
+
+
+def test_editing_a_module_deep_in_a_subpackage_rekeys_exactly_its_stages(tmp_path: Path) -> None:
+    """In a copy of the code, edit tasks/diarization/segments.py: only the segment stage's code
+    version changes, and the keys of segment and everything downstream of it."""
+    code = _copy_code(tmp_path / "code")
+    before = json.loads(_in(code, KEYS))
+    path = code / "tasks" / "diarization" / "segments.py"
+    path.write_text(path.read_text().replace('OVERLAP_SPEAKER = "OVERLAP"', 'OVERLAP_SPEAKER = "BOTH"'))
+    after = json.loads(_in(code, KEYS))
+    assert {s for s in before["versions"] if before["versions"][s] != after["versions"][s]} == {"segment"}
+    assert {s for s in before["keys"] if before["keys"][s] != after["keys"][s]} == {"segment", "emotion", "screen",
+                                                                                     "export"}
+
+
+def test_no_import_cycle_between_emoflows_own_modules() -> None:
+    """Imports inside functions count: a cycle there is still one in the design."""
+    graph: dict[str, set[str]] = {}
+    for pkg in ("tasks", "flows"):
+        for path in (ROOT / pkg).rglob("*.py"):
+            rel = path.relative_to(ROOT).with_suffix("")
+            name = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
+            graph[name] = {m for top in ("tasks", "flows") for m in imported_modules(name, top=top)}
+            graph[name] -= {name} | {p for p in graph[name] if name.startswith(p + ".")}  # own packages
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, set())):
+            if state.get(nxt) == 1:
+                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(nxt):] + [nxt]))
+            if nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+
+
+def test_engines_never_import_stage_glue_or_flows() -> None:
+    for path in (ROOT / "tasks").rglob("*.py"):
+        rel = path.relative_to(ROOT / "tasks").parts
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n == "flows" or n.startswith("flows.") for n in names), f"{path} imports {names}"
+            if rel[0] not in ("stages", "run"):
+                assert not any(n.startswith("tasks.stages") for n in names), f"{path} imports {names}"
+
+
+def test_no_folder_holds_more_than_twelve_modules() -> None:
+    for folder in [ROOT / "flows", *(p for p in (ROOT / "tasks").rglob("*") if p.is_dir() and p.name != "__pycache__")]:
+        assert len(list(folder.glob("*.py"))) <= 12, folder
 
 
 @pytest.fixture(scope="module")
@@ -70,47 +219,30 @@ def test_a_drill_rule_edited_in_a_copy_recomputes_screen(tmp_path: Path, short_r
                                                          tiny_model_dir: Path) -> None:
     """Run the stages, edit the drill rule in a copy of the code, run again into the same
     folder: screen and export are computed anew, everything upstream is reused."""
-    shutil.copytree(ROOT / "tasks", tmp_path / "code" / "tasks", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(ROOT / "flows", tmp_path / "code" / "flows", ignore=shutil.ignore_patterns("__pycache__"))
-    screen_py = tmp_path / "code" / "tasks" / "screen.py"
+    code = _copy_code(tmp_path / "code")
+    screen_py = code / "tasks" / "emotion" / "screen.py"
     rule = "return bool(confidence < threshold)"
     assert rule in screen_py.read_text()
     out = tmp_path / "out"
     sets = [f"emotion.model={tiny_model_dir}", "denoise.enabled=false", "screen.threshold=0.5"]
-
-    def run(code_root: Path) -> dict[str, str]:
-        proc = subprocess.run([sys.executable, "-c", RUN_STAGES, str(short_recording), str(out), *sets],
-                              cwd=code_root, capture_output=True, text=True, timeout=300,
-                              env={**__import__("os").environ, "PYTHONPATH": str(code_root)})
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        return json.loads(proc.stdout.strip().splitlines()[-1])
-
-    from flows.pipeline import prepare_run
-    from flows.recording import STAGE_FUNCTIONS
-    from tasks.config import load_config
-    from tasks.stages import stage_dependencies
-
-    cfg = load_config(None, sets)  # first run here: the copy is still the same code
-    jobs, _run = prepare_run([str(short_recording)], config=cfg, out_dir=out)
-    assert {STAGE_FUNCTIONS[s](jobs[0]).status for s in stage_dependencies(cfg)} == {"computed"}
+    first = json.loads(_in(code, RUN_STAGES, str(short_recording), str(out), *sets))
+    assert set(first.values()) == {"computed"}
     screen_py.write_text(screen_py.read_text().replace(rule, "return bool(confidence <= threshold)"))
-    second = run(tmp_path / "code")
+    second = json.loads(_in(code, RUN_STAGES, str(short_recording), str(out), *sets))
     assert second == {"load": "reused", "channels": "reused", "denoise": "reused", "diarize": "reused",
                       "voices": "reused", "segment": "reused", "emotion": "reused", "screen": "computed",
                       "export": "computed"}
 
 
 def test_export_reports_its_facts_when_reused(tmp_path: Path, short_recording: Path, tiny_model_dir: Path) -> None:
-    from flows.pipeline import prepare_run
-    from flows.recording import STAGE_FUNCTIONS
-    from tasks.config import load_config
-    from tasks.stages import stage_dependencies
+    from tasks.pipeline.runner import run_stages
+    from tasks.run.plan import prepare_run
 
     cfg = load_config(None, [f"emotion.model={tiny_model_dir}", "denoise.enabled=false"])
     facts = []
     for _ in range(2):
         jobs, _run = prepare_run([str(short_recording)], config=cfg, out_dir=tmp_path)
-        reports = {s: STAGE_FUNCTIONS[s](jobs[0]) for s in stage_dependencies(cfg)}
+        reports = run_stages(jobs[0])
         facts.append((reports["export"].status, reports["export"].facts))
     (s1, f1), (s2, f2) = facts
     assert (s1, s2) == ("computed", "reused")
@@ -120,11 +252,47 @@ def test_export_reports_its_facts_when_reused(tmp_path: Path, short_recording: P
     assert len(np.atleast_1d(table)) == f1["segments"]
 
 
-def test_tasks_never_import_flows() -> None:
-    import ast
+TOY_STAGES = '''
+"""A toy stage registered beside emoflow's own: the loudness of each segment's audio."""
+import json
+import numpy as np
+from tasks.pipeline import layout
+from tasks.pipeline.stage import Stage
+from tasks.stages import REGISTRY as EMOFLOW
 
-    for path in TASKS_DIR.glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-            assert not any(n == "flows" or n.startswith("flows.") for n in names), f"{path.name} imports {names}"
+
+def compute(ctx):
+    audio = layout.read_audio(ctx["audio"])
+    segments = layout.read_segments(ctx["segments"], recording_id="recording")
+    rms = [float(np.sqrt(np.mean(np.square(s.cut(audio))))) for s in segments]
+    (ctx.out / "loudness.json").write_text(json.dumps(rms))
+    return {"segments": len(rms), "loudest": max(rms, default=0.0) > 0}
+
+
+STAGE = Stage("loudness", compute, reads={"segments": "segment", "audio": "load"}, sections=("segmentation",))
+REGISTRY = type(EMOFLOW)([*EMOFLOW, STAGE])
+'''
+
+
+def test_a_toy_stage_runs_through_the_real_pipeline_computed_then_reused(
+        prefect_harness, tmp_path: Path, short_recording: Path, tiny_model_dir: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.pipeline import run_pipeline
+
+    (tmp_path / "mods").mkdir()
+    (tmp_path / "mods" / "toy_stages.py").write_text(textwrap.dedent(TOY_STAGES))
+    monkeypatch.syspath_prepend(str(tmp_path / "mods"))
+    cfg = load_config(None, [f"emotion.model={tiny_model_dir}", "denoise.enabled=false", "report.enabled=false"])
+    statuses = []
+    for _ in range(2):
+        summary = run_pipeline([str(short_recording)], config=cfg, out_dir=tmp_path / "out",
+                               registry="toy_stages:REGISTRY")
+        assert not summary.failed
+        manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+        recording = manifest["recordings"]["short"]
+        statuses.append(recording["stages"]["loudness"]["status"])
+        assert recording["facts"]["loudness"] == {"segments": recording["facts"]["segment"]["segments"],
+                                                  "loudest": True}
+    assert statuses == ["computed", "reused"]
+    (art,) = (tmp_path / "out" / ".emoflow" / "artefacts" / "loudness").iterdir()
+    assert len(json.loads((art / "loudness.json").read_text())) == recording["facts"]["segment"]["segments"]

@@ -18,9 +18,9 @@ from flows.ui import (
     example_audio_path,
     rejected_upload_message,
 )
-from tasks.audio import AudioError
-from tasks.config import Config
-from tasks.records import EMOTIONS
+from tasks.audio.decode import AudioError
+from tasks.core.config import Config
+from tasks.core.records import EMOTIONS
 from tests.fakes import FakeEmotionModel
 
 
@@ -139,11 +139,11 @@ def test_build_ui_blocks(example):
 
 def test_diarize_option_scores_each_speaker_segment(analyser, shared_data, monkeypatch):
     """Diarization → the flow's stages → one result per ok segment (diarizer stubbed by the AMI reference)."""
-    import tasks.diarize
-    import tasks.emotion
+    import tasks.diarization.pipeline
+    import tasks.emotion.model
     from pyannote.database.util import load_rttm
 
-    from tasks.diarize import DiarizationResult
+    from tasks.diarization.pipeline import DiarizationResult
 
     example = shared_data / "ami" / "dev00.flac"
     ref = load_rttm(str(shared_data / "ami" / "debug.development.rttm"))["dev00"]
@@ -152,8 +152,8 @@ def test_diarize_option_scores_each_speaker_segment(analyser, shared_data, monke
         ref.uri = recording_id
         return DiarizationResult(ref, ref.copy(), False)
 
-    monkeypatch.setattr(tasks.diarize, "diarize", fake_diarize)
-    monkeypatch.setattr(tasks.emotion, "get_emotion_model", lambda config, max_s=10.0: analyser.model)
+    monkeypatch.setattr(tasks.diarization.pipeline, "diarize", fake_diarize)
+    monkeypatch.setattr(tasks.emotion.model, "get_emotion_model", lambda config, max_s=10.0: analyser.model)
     a = analyser.analyse(example, granularity="utterance", embedding=True, diarize=True)
     speakers = {d["speaker"] for d in a.segments}
     assert speakers <= set(ref.labels()) and len(speakers) >= 2
@@ -173,31 +173,31 @@ def test_ui_diarizes_the_flows_audio_and_writes_the_flows_segment_json(shared_da
     diarize the original audio, and the UI shows exactly the flow's segment JSON documents."""
     import soundfile as sf
 
-    import tasks.diarize
+    import tasks.diarization.pipeline
     from flows.pipeline import prepare_run
-    from flows.recording import STAGE_FUNCTIONS
-    from tasks.audio import load_audio
-    from tasks.config import load_config
-    from tasks.stages import stage_dependencies
+    from tasks.pipeline.runner import run_stage
+    from tasks.audio.decode import load_audio
+    from tasks.core.config import load_config
+    from tasks.stages import REGISTRY
 
     audio, sr = sf.read(shared_data / "ami" / "trn00.flac", dtype="float32")
     path = tmp_path / "call.wav"
     sf.write(path, audio[: 20 * sr], sr)
     heard = []
-    real = tasks.diarize.diarize
+    real = tasks.diarization.pipeline.diarize
 
     def spy(audio, **kwargs):  # type: ignore[no-untyped-def]
         heard.append(np.array(audio, copy=True))
         return real(audio, **kwargs)
 
-    monkeypatch.setattr(tasks.diarize, "diarize", spy)
+    monkeypatch.setattr(tasks.diarization.pipeline, "diarize", spy)
     cfg = load_config(None, [f"emotion.model={tiny_model_dir}", "denoise.enabled=true", "screen.threshold=0.6"])
     ui = Analyser(cfg, workdir=tmp_path / "ui")
     shown = ui.analyse(path, granularity="utterance", denoise=True, diarize=True)
 
     jobs, _run = prepare_run([str(path)], config=cfg, out_dir=tmp_path / "run")
-    for stage in stage_dependencies(cfg):
-        STAGE_FUNCTIONS[stage](jobs[0])
+    for stage in REGISTRY.order(cfg):
+        run_stage(jobs[0], stage)
     folder = tmp_path / "run" / "recordings" / "call"
     flow_docs = {p.stem: json.loads(p.read_text()) for p in (folder / "segments").glob("*.json")}
 
@@ -213,8 +213,8 @@ def test_long_file_is_windowed_and_combined(analyser, shared_data, tmp_path):
     """A 70 s file: three windows whose frame logits are concatenated (utterance = mean frame logit)."""
     import soundfile as sf
 
-    from tasks.audio import load_audio
-    from tasks.emotion import _softmax_rows, analyse_whole
+    from tasks.audio.decode import load_audio
+    from tasks.emotion.model import _softmax_rows, analyse_whole
 
     audio = np.concatenate([load_audio(shared_data / "ami" / f)[0] for f in ("dev00.flac", "dev01.flac", "trn00.flac")])
     audio = audio[: 70 * 16000]

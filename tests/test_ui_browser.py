@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks.records import EMOTIONS
+from tasks.core.records import EMOTIONS
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -36,7 +36,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def ui_url(request: pytest.FixtureRequest):
     from flows.ui import launch_ui
-    from tasks.config import load_config
+    from tasks.core.config import load_config
 
     tiny = request.getfixturevalue("tiny_model_dir")
     cfg = load_config(overrides=[f"emotion.model={tiny}", "emotion.device=cpu"])

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks import vad
-from tasks.segment import subtract, total, union
+from tasks.audio import vad
+from tasks.diarization.segments import subtract, total, union
 
 
 def test_regions_from_probability():
@@ -23,7 +23,7 @@ def test_empty_and_silent_audio():
 
 
 def test_matches_ami_reference(shared_data):
-    from tasks.audio import load_audio
+    from tasks.audio.decode import load_audio
 
     audio, _ = load_audio(shared_data / "ami" / "dev00.flac")
     ref = []

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from tasks.config import load_config
+from tasks.core.config import load_config
 
 SR = 16000
 
@@ -40,7 +40,7 @@ def calls(tmp_path_factory: pytest.TempPathFactory, librispeech_voices: list[lis
     spans = _conversation(d / "monday.wav", [a[2], b[2], a[3], b[3], a[4], b[4]])
     _conversation(d / "tuesday.wav", [b[5], c[2], b[6], c[3], b[7], c[4]])
     store = d / "speakers"
-    from tasks.speakers import enroll
+    from tasks.speakers.voiceprints import enroll
 
     enroll("alice", a[0:2], store=store)  # utterances not used in the calls
     return {"monday": d / "monday.wav", "tuesday": d / "tuesday.wav", "store": store, "alice_turns": spans[0::2]}
@@ -104,7 +104,7 @@ def test_naming_threshold_reruns_voices_not_diarization(prefect_harness, calls, 
 
 
 def test_linking_handles_one_and_no_speakers() -> None:
-    from tasks.voices import link_run_speakers
+    from tasks.speakers.linking import link_run_speakers
 
     v = np.ones(192, np.float32)
     assert link_run_speakers({"a": ({"SPEAKER_00": v}, {"SPEAKER_00": "SPEAKER_00"})}, threshold=0.5) == {

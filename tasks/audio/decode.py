@@ -1,0 +1,395 @@
+"""Load any audio file as 16 kHz mono float32 (:func:`load_audio`), or as 16 kHz float32 with
+its channels kept apart (:func:`load_channels`, for recordings with one speaker per channel).
+
+Decoding goes through ffmpeg (``ffprobe`` for the source's facts, ``ffmpeg`` streaming raw
+float32 at the source's own rate and channel count). Channels are averaged, then resampled
+with soxr's high-quality filter in a stream, so memory stays at the size of the output.
+
+Every way a file can be bad has its own exception (all :class:`AudioError`) with a one-line
+message that names the file and the cause.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soxr
+
+from tasks.core.config import AudioConfig
+from tasks.core.timebase import SAMPLE_RATE
+
+class AudioError(Exception):
+    """Base class for bad input; ``str(err)`` is one line naming the file and the cause."""
+
+    cause = "bad audio"
+
+    def __init__(self, path: str | os.PathLike[str], detail: str = "") -> None:
+        self.path = str(path)
+        self.detail = detail
+        msg = f"{self.path}: {self.cause}"
+        if detail:
+            msg += f" ({detail})"
+        super().__init__(msg)
+
+
+class UnreadableInputError(AudioError):
+    cause = "cannot read file"
+
+
+class EmptyAudioError(AudioError):
+    cause = "empty: no audio samples"
+
+
+class NotAudioError(AudioError):
+    cause = "not an audio file"
+
+
+class CorruptAudioError(AudioError):
+    cause = "truncated or corrupt audio"
+
+
+class TooShortError(AudioError):
+    cause = "too short to analyse"
+
+
+class TooLongError(AudioError):
+    cause = "too long"
+
+
+class DecoderMissingError(AudioError):
+    cause = "ffmpeg is not installed (apt-get install -y ffmpeg)"
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """Facts about a decoded source file."""
+
+    path: str
+    container: str
+    codec: str
+    sample_rate: int
+    channels: int
+    sample_format: str
+    bits_per_sample: int | None
+    header_duration: float | None
+    duration: float
+    num_samples: int
+    peak_dbfs: float
+    rms_dbfs: float
+    silent: bool
+    truncated: bool
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# Magic numbers of audio containers; used to tell "corrupt audio" from "not audio at all".
+_MAGIC: tuple[tuple[int, bytes], ...] = (
+    (0, b"RIFF"), (0, b"RF64"), (0, b"fLaC"), (0, b"OggS"), (0, b"ID3"), (4, b"ftyp"),
+    (0, b"\x1a\x45\xdf\xa3"), (0, b"FORM"), (0, b".snd"), (0, b"caff"), (0, b"\xff\xf1"),
+    (0, b"\xff\xf9"), (0, b"\x30\x26\xb2\x75"),
+)
+
+
+def _looks_like_audio_container(head: bytes) -> bool:
+    if any(head[off : off + len(sig)] == sig for off, sig in _MAGIC):
+        return True
+    # MPEG audio frame sync (11 set bits), as in headerless MP3 files.
+    return len(head) >= 2 and head[0] == 0xFF and (head[1] & 0xE0) == 0xE0
+
+
+def _ffmpeg_url(path: Path) -> str:
+    """``path`` as an ffmpeg ``file:`` URL: a name like ``-rf.flac`` is never read as an option,
+    nor ``http:x.wav`` or ``concat:a|b`` as another protocol."""
+    return "file:" + os.path.abspath(path)
+
+
+def _require_ffmpeg(path: str) -> None:
+    if shutil.which("ffprobe") is None or shutil.which("ffmpeg") is None:
+        raise DecoderMissingError(path)
+
+
+def _first_error_line(stderr: str) -> str:
+    for line in stderr.splitlines():
+        line = line.strip()
+        if line:
+            return line.split("] ", 1)[-1][:200]
+    return ""
+
+
+def probe(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Run ffprobe on ``path`` and return its first audio stream and format facts.
+
+    Raises the matching :class:`AudioError` for missing, empty or non-audio files.
+    """
+    p = Path(path)
+    try:
+        if not p.exists():
+            raise UnreadableInputError(p, "no such file")
+        if p.is_dir():
+            raise UnreadableInputError(p, "is a directory")
+        size = p.stat().st_size
+        with open(p, "rb") as fh:
+            head = fh.read(16)
+    except PermissionError:
+        raise UnreadableInputError(p, "permission denied") from None
+    except OSError as exc:
+        raise UnreadableInputError(p, exc.strerror or str(exc)) from None
+    if size == 0:
+        raise EmptyAudioError(p, "0 bytes")
+    _require_ffmpeg(str(p))
+    proc = subprocess.run(
+        ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", _ffmpeg_url(p)],
+        capture_output=True, text=True, timeout=60,
+    )
+    container_ok = _looks_like_audio_container(head)
+    if proc.returncode != 0:
+        reason = _first_error_line(proc.stderr) or "ffprobe failed"
+        if container_ok:
+            raise CorruptAudioError(p, reason)
+        raise NotAudioError(p, reason)
+    info = json.loads(proc.stdout or "{}")
+    streams = [s for s in info.get("streams", []) if s.get("codec_type") == "audio"]
+    if not streams:
+        fmt = info.get("format", {}).get("format_name", "unknown")
+        if container_ok and fmt not in ("image2", "tty"):
+            raise EmptyAudioError(p, f"{fmt} file has no audio stream")
+        raise NotAudioError(p, f"no audio stream (detected {fmt})")
+    fmt = info.get("format", {})
+    if fmt.get("format_name") in ("tty", "image2", "png_pipe", "jpeg_pipe", "txt"):
+        raise NotAudioError(p, f"detected {fmt.get('format_name')}")
+    return {"stream": streams[0], "format": fmt, "container_ok": container_ok}
+
+
+def _to_float(value: Any) -> float | None:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if np.isfinite(out) and out >= 0 else None
+
+
+def _dbfs(value: float) -> float:
+    return float(20.0 * np.log10(max(value, 1e-10)))
+
+
+LEVEL_BLOCK = 1 << 20
+"""Samples per block when measuring levels (no full-size temporary copies of a long file)."""
+
+
+def _peak_and_rms(audio: np.ndarray) -> tuple[float, float]:
+    """Peak and RMS of all samples, block by block."""
+    flat = audio.reshape(-1)
+    if not flat.size:
+        return 0.0, 0.0
+    peak, energy = 0.0, 0.0
+    for i in range(0, flat.size, LEVEL_BLOCK):
+        x = flat[i : i + LEVEL_BLOCK]
+        peak = max(peak, float(np.max(np.abs(x))))
+        energy += float(np.dot(x.astype(np.float64), x.astype(np.float64)))
+    return peak, float(np.sqrt(energy / flat.size))
+
+
+def load_audio(
+    path: str | os.PathLike[str], *, config: AudioConfig | None = None
+) -> tuple[np.ndarray, AudioInfo]:
+    """Decode ``path`` to 16 kHz mono float32 in [-1, 1].
+
+    Parameters
+    ----------
+    path : path-like
+        Any audio file ffmpeg can decode.
+    config : AudioConfig, optional
+        Duration limits, silence threshold and the truncation policy.
+
+    Returns
+    -------
+    audio : np.ndarray, shape (n,), float32
+    info : AudioInfo
+        Format facts of the source and the true decoded duration.
+
+    Raises
+    ------
+    AudioError
+        One subclass per cause; the message names the file.
+    """
+    return _decode(path, config=config, keep_channels=False)
+
+
+def load_channels(
+    path: str | os.PathLike[str], *, config: AudioConfig | None = None
+) -> tuple[np.ndarray, AudioInfo]:
+    """Decode ``path`` to 16 kHz float32 in [-1, 1], one row per channel of the source.
+
+    The same decoding as :func:`load_audio` (any format and rate, odd file names, the same
+    checks and errors), without averaging the channels: a mono file gives one row, a stereo
+    (or dual-mono) file two. The mean of the rows equals :func:`load_audio`'s output (up to
+    float rounding). Memory is the output's size: ``channels * n * 4`` bytes.
+
+    Parameters
+    ----------
+    path : path-like
+        Any audio file ffmpeg can decode.
+    config : AudioConfig, optional
+        Duration limits, silence threshold and the truncation policy.
+
+    Returns
+    -------
+    channels : np.ndarray, shape (channels, n), float32
+    info : AudioInfo
+        Format facts of the source (``info.channels`` is the source's channel count) and the
+        true decoded duration; level figures are over all channels.
+
+    Raises
+    ------
+    AudioError
+        One subclass per cause; the message names the file.
+    """
+    return _decode(path, config=config, keep_channels=True)
+
+
+def _decode(
+    path: str | os.PathLike[str], *, config: AudioConfig | None, keep_channels: bool
+) -> tuple[np.ndarray, AudioInfo]:
+    """:func:`load_audio` (``keep_channels=False``: (n,) mono) or :func:`load_channels`
+    (``True``: (channels, n))."""
+    cfg = config or AudioConfig()
+    p = Path(path)
+    facts = probe(p)
+    stream, fmt = facts["stream"], facts["format"]
+    sr_in = int(stream.get("sample_rate") or 0)
+    channels = int(stream.get("channels") or 0)
+    if sr_in <= 0 or channels <= 0:
+        raise CorruptAudioError(p, "no sample rate or channel count in the audio stream")
+    header_duration = _to_float(stream.get("duration")) or _to_float(fmt.get("duration"))
+    if header_duration is not None and header_duration > cfg.max_duration_s * 1.01:
+        raise TooLongError(p, f"{header_duration:.1f} s > audio.max_duration_s={cfg.max_duration_s:g}")
+
+    max_in_samples = int(cfg.max_duration_s * sr_in) + sr_in
+    cmd = [
+        "ffmpeg", "-nostdin", "-v", "error", "-i", _ffmpeg_url(p), "-map", "0:a:0", "-vn", "-sn",
+        "-f", "f32le", "-acodec", "pcm_f32le", "-ar", str(sr_in), "-ac", str(channels), "pipe:1",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out_channels = channels if keep_channels else 1
+    resampler = (soxr.ResampleStream(sr_in, SAMPLE_RATE, out_channels, dtype="float32", quality="HQ")
+                 if sr_in != SAMPLE_RATE else None)
+    frame_bytes = 4 * channels
+    block = frame_bytes * max(sr_in, 1)  # one second of input per read
+    pieces: list[np.ndarray] = []
+    n_in = 0
+    leftover = b""
+    too_long = False
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        while True:
+            chunk = proc.stdout.read(block)
+            if not chunk:
+                break
+            chunk = leftover + chunk
+            usable = len(chunk) - len(chunk) % frame_bytes
+            leftover = chunk[usable:]
+            frames = np.frombuffer(chunk[:usable], dtype="<f4").reshape(-1, channels)
+            n_in += frames.shape[0]
+            if n_in > max_in_samples:
+                too_long = True
+                break
+            if keep_channels:
+                block_out = frames.copy()  # (frames, channels)
+            else:
+                block_out = frames.mean(axis=1, dtype=np.float32) if channels > 1 else frames[:, 0].copy()
+            pieces.append(resampler.resample_chunk(block_out, last=False) if resampler else block_out)
+        if resampler is not None and not too_long:
+            tail_shape = (0, out_channels) if keep_channels else (0,)
+            pieces.append(resampler.resample_chunk(np.zeros(tail_shape, dtype=np.float32), last=True))
+    finally:
+        if too_long:
+            proc.kill()
+        proc.stdout.close()
+        stderr = proc.stderr.read().decode("utf-8", "replace")
+        proc.stderr.close()
+        proc.wait()
+    if too_long:
+        raise TooLongError(p, f"more than audio.max_duration_s={cfg.max_duration_s:g} s of audio")
+
+    # The output is filled piece by piece, each piece freed once copied: resident memory stays
+    # about one copy of the audio (np.empty's pages are committed only as they are written).
+    total = sum(len(piece) for piece in pieces)
+    audio = np.empty((out_channels, total) if keep_channels else (total,), np.float32)
+    at = 0
+    pieces.reverse()
+    while pieces:
+        piece = pieces.pop()
+        if keep_channels:
+            audio[:, at : at + len(piece)] = piece.T
+        else:
+            audio[at : at + len(piece)] = piece
+        at += len(piece)
+        del piece
+    duration = n_in / sr_in
+    decode_error = _first_error_line(stderr) if proc.returncode != 0 or stderr.strip() else ""
+    if n_in == 0:
+        if proc.returncode != 0:
+            raise CorruptAudioError(p, decode_error or "decoder failed")
+        raise EmptyAudioError(p, "the audio stream has no samples")
+
+    warnings: list[str] = []
+    truncated = False
+    if header_duration is not None and header_duration - duration > max(0.1, 0.02 * header_duration):
+        truncated = True
+        detail = f"header says {header_duration:.2f} s, decoded {duration:.2f} s"
+        if cfg.on_truncated == "error":
+            raise CorruptAudioError(p, f"truncated: {detail}")
+        warnings.append(f"truncated: {detail}")
+    if proc.returncode != 0:
+        if cfg.on_truncated == "error":
+            raise CorruptAudioError(p, decode_error or f"decoder exited with {proc.returncode}")
+        truncated = True
+        warnings.append(f"decoder error after {duration:.2f} s: {decode_error}")
+    elif decode_error:
+        warnings.append(f"decoder: {decode_error}")
+
+    if duration < cfg.min_duration_s:
+        raise TooShortError(p, f"{duration * 1000:.0f} ms < audio.min_duration_s={cfg.min_duration_s:g} s")
+
+    np.clip(audio, -1.0, 1.0, out=audio)
+    peak, rms = _peak_and_rms(audio)
+    silent = _dbfs(rms) < cfg.silence_dbfs
+    if silent:
+        warnings.append(f"silent: RMS {_dbfs(rms):.1f} dBFS < audio.silence_dbfs={cfg.silence_dbfs:g}")
+    bits = stream.get("bits_per_raw_sample") or stream.get("bits_per_sample")
+    info = AudioInfo(
+        path=str(p),
+        container=str(fmt.get("format_name", "")),
+        codec=str(stream.get("codec_name", "")),
+        sample_rate=sr_in,
+        channels=channels,
+        sample_format=str(stream.get("sample_fmt", "")),
+        bits_per_sample=int(bits) if bits not in (None, "", "0", 0) else None,
+        header_duration=header_duration,
+        duration=round(duration, 6),
+        num_samples=int(audio.shape[-1]),
+        peak_dbfs=round(_dbfs(peak), 2),
+        rms_dbfs=round(_dbfs(rms), 2),
+        silent=bool(silent),
+        truncated=truncated,
+        warnings=warnings,
+    )
+    return audio, info
+
+
+def write_wav(path: str | os.PathLike[str], audio: np.ndarray, *, sample_rate: int = SAMPLE_RATE) -> Path:
+    """Write mono float audio as a 16-bit PCM WAV, atomically."""
+    import soundfile as sf
+
+    from tasks.core.storage import atomic_write_with
+
+    return atomic_write_with(path, lambda tmp: sf.write(tmp, audio, sample_rate, subtype="PCM_16", format="WAV"))

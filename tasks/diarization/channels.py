@@ -1,0 +1,529 @@
+"""Channels as speakers: stereo calls with one speaker per channel.
+
+Call-centre recordings usually put the agent on one channel and the customer on the other.
+Three public steps:
+
+:func:`decide_channel_mode`
+    ``diarization.channels``: ``mix`` (diarize the channels' average, as for any recording),
+    ``split`` (each channel is one speaker) or ``auto``: split when 2+ channels carry different
+    speakers, judged from the channels' correlation (dual-mono copies correlate ~1), how much of
+    one channel leaks into the other (isolated channels: bleed well below the talker) and the
+    CAM++ embeddings of each channel's own speech; otherwise mix. The returned
+    :class:`ChannelDecision` says which and why (one line for the manifest) with its figures.
+:func:`channel_activity`
+    Who speaks when, per channel, on the speech detector's frame grid: speech by the detector
+    the pipeline already uses (:func:`tasks.audio.vad.speech_probability`) *and* energy above what
+    the other channels' bleed explains. The bleed gain of each channel pair is estimated from
+    the recording itself (frames where the other channel dominates), so a crosstalk or echo at
+    10-20 % of the level (0-20 ms late) does not become speech of the quiet channel, while two
+    people talking at once stay overlap.
+:func:`diarize_channels`
+    The activity as a diarization (:class:`tasks.diarization.pipeline.DiarizationResult`): labels ``CH0``,
+    ``CH1``... or ``diarization.channel_names``; the exclusive diarization gives each overlapped
+    frame to the channel that is most above its bleed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from pyannote.core import Annotation, Segment
+
+from tasks.core.timebase import SAMPLE_RATE, compute_num_samples
+from tasks.core.config import DiarizationConfig
+from tasks.audio.vad import regions_from_probability, speech_probability
+
+ChannelMode = Literal["auto", "mix", "split"]
+
+SPEECH_THRESHOLD = 0.5
+"""Speech probability above which a channel's frame is speech (as the denoise stage's VAD)."""
+BLEED_MARGIN_DB = 6.0
+"""A channel's frame is its own speech only when its energy above the noise floor exceeds the
+other channels' expected bleed by this much (6 dB: twice the bleed's energy)."""
+ENERGY_WINDOW_S = 0.1
+"""Frame energies are measured over this window around each detector frame (longer than the
+bleed's delay and a phoneme's dip, short enough to follow turn changes)."""
+NOISE_GUARD = 0.05
+"""The noise allowance a frame is compared with (besides the bleed) is at least this share of
+the channel's noise floor (-13 dB)."""
+CHANNEL_MIN_GAP_S = 0.2
+"""Gaps shorter than this within a channel's speech are filled. Chosen on the simulated calls of
+``benchmarks/calls_and_speakers.py`` (3 calls, DER at the ±0.25 s collar): 0 s 3.5 / 2.6 /
+6.4 %, 0.2 s 1.7 / 2.5 / 0.5 %, 0.58 s (pyannote's ``min_duration_off``) 1.8 / 4.5 / 2.6 %."""
+SMOOTH_FRAMES = 5
+"""Per-frame decisions are smoothed by a majority over this many detector frames (~85 ms)."""
+MIN_SPEECH_S = 0.1
+"""Shorter bursts of a channel's speech are dropped (clicks, bleed that slipped through)."""
+SAME_SIGNAL_CORRELATION = 0.5
+"""``auto``: channels whose normalised cross-correlation (best lag within ±50 ms) reaches this
+carry the same signal (dual-mono, a stereo mix): never split. Measured: dual-mono copies 1.00
+(also with a gain difference and independent 20 dB noise: 0.99); simulated calls with
+10-15 % bleed 0.05-0.15."""
+ISOLATED_BLEED_DB = -10.0
+"""``auto``: channels are isolated when each one's estimated bleed into the others is below
+this (calls: -14 to -20 dB for 10-20 % crosstalk; two room microphones hear everyone at a few
+dB apart)."""
+MIN_OWN_SPEECH_S = 2.0
+"""``auto``: a channel needs this much speech of its own (nobody else talking) to count as a
+speaker."""
+SAME_VOICE_SIMILARITY = 0.5
+"""``auto``: channels whose own-speech CAM++ embeddings are at least this cosine-similar carry
+the same voice (e.g. one talker recorded on two microphones): not split. Same-voice pairs of
+LibriSpeech utterances score 0.6-0.9 with CAM++, different voices below 0.35."""
+MAX_CORRELATION_LAG_S = 0.05
+CORRELATION_BLOCK_S = 10.0
+MAX_CORRELATION_BLOCKS = 12
+MAX_EMBED_SPEECH_S = 60.0
+"""``auto`` embeds at most this much of each channel's own speech."""
+
+
+
+def channel_labels(*, count: int, names: list[str] | None = None) -> list[str]:
+    """Speaker labels of ``count`` channels: ``names`` when given, else ``CH0``, ``CH1``...
+
+    Raises
+    ------
+    ValueError
+        When fewer names than channels are given, or names repeat.
+    """
+    if names is None:
+        return [f"CH{i}" for i in range(count)]
+    names = [str(n) for n in names]
+    if len(names) < count:
+        raise ValueError(f"diarization.channel_names has {len(names)} names for {count} channels")
+    if len(set(names[:count])) < count:
+        raise ValueError(f"diarization.channel_names repeats a name: {names[:count]}")
+    return names[:count]
+
+
+# --------------------------------------------------------------------------- activity
+@dataclass(frozen=True)
+class ChannelActivity:
+    """Per-channel speech on the speech detector's frame grid.
+
+    ``speech[c, t]``: channel ``c`` speaks in frame ``t`` (its detector says speech and its
+    energy is above the other channels' bleed); ``own_db[c, t]``: how far (dB) that energy is
+    above the expected bleed and noise allowance (used to settle overlaps); ``bleed_db[o, c]``:
+    energy of channel ``o`` found in channel ``c`` (dB; -inf on the diagonal or when none was
+    measured).
+    """
+
+    speech: np.ndarray
+    own_db: np.ndarray
+    bleed_db: np.ndarray
+    frame_start: float
+    frame_step: float
+    duration: float
+
+    def regions(self, channel: int, *, min_gap_s: float = 0.0) -> list[tuple[float, float]]:
+        """``(start, end)`` seconds where ``channel`` speaks, gaps < ``min_gap_s`` filled,
+        bursts shorter than :data:`MIN_SPEECH_S` dropped."""
+        regions = regions_from_probability(
+            self.speech[channel].astype(np.float32), frame_start=self.frame_start, frame_step=self.frame_step,
+            threshold=0.5, duration=self.duration, min_gap_s=min_gap_s,
+        )
+        return [(a, b) for a, b in regions if b - a >= MIN_SPEECH_S]
+
+    def own_seconds(self) -> np.ndarray:
+        """Seconds each channel speaks while no other channel does: (channels,)."""
+        alone = self.speech & (self.speech.sum(axis=0, keepdims=True) == 1)
+        return alone.sum(axis=1) * self.frame_step
+
+
+def _frame_energy(audio: np.ndarray, *, centres: np.ndarray, half_s: float) -> np.ndarray:
+    """Mean square of ``audio`` in ``[centre - half_s, centre + half_s]`` per frame centre, at
+    10 ms resolution (sums of 10 ms blocks, computed in chunks: memory stays at the frames')."""
+    hop = SAMPLE_RATE // 100
+    n = audio.shape[0]
+    blocks = np.zeros(-(-n // hop), dtype=np.float64)
+    step = hop * 6000  # one minute per chunk
+    for s in range(0, n, step):
+        piece = audio[s : s + step]
+        full = piece.shape[0] // hop
+        sq = np.square(piece[: full * hop].reshape(full, hop), dtype=np.float64).sum(axis=1)
+        blocks[s // hop : s // hop + full] = sq
+        if piece.shape[0] > full * hop:
+            blocks[s // hop + full] = float(np.square(piece[full * hop :], dtype=np.float64).sum())
+    csum = np.concatenate(([0.0], np.cumsum(blocks)))
+    lo = np.clip(np.round((centres - half_s) * 100).astype(np.int64), 0, blocks.size)
+    hi = np.clip(np.round((centres + half_s) * 100).astype(np.int64), 0, blocks.size)
+    return (csum[hi] - csum[lo]) / (np.maximum(hi - lo, 1) * hop)
+
+
+def _noise_floor(energy: np.ndarray, *, quiet: np.ndarray) -> float:
+    """A channel's noise power: the median frame energy where no channel's detector hears
+    speech (the 10th percentile of all frames when under 1 s of such frames)."""
+    if quiet.sum() >= 60:
+        return float(np.median(energy[quiet]))
+    return float(np.percentile(energy, 10)) if energy.size else 0.0
+
+
+def _noise_spread(energy: np.ndarray, *, quiet: np.ndarray, floor: float, percentile: float | None) -> float:
+    """How far a channel's noise energy rises above its floor where nobody speaks: at the
+    ``percentile`` (one frame in ten for 90), or on average (``None``: the mean minus the floor;
+    bursty noise has a mean well above its median); at least :data:`NOISE_GUARD` of the floor."""
+    guard = max(NOISE_GUARD * floor, 1e-12)
+    if quiet.sum() < 60:
+        return guard
+    level = float(np.mean(energy[quiet])) if percentile is None else float(np.percentile(energy[quiet], percentile))
+    return max(level - floor, guard)
+
+
+def _majority(mask: np.ndarray, *, width: int) -> np.ndarray:
+    """Each row of a boolean (rows, frames) mask smoothed by a sliding majority of ``width``
+    (odd) frames: single-frame flickers at the decision's edge vanish."""
+    if width <= 1 or mask.shape[1] == 0:
+        return mask
+    half = width // 2
+    padded = np.pad(mask.astype(np.int32), ((0, 0), (half, half)))
+    csum = np.concatenate((np.zeros((mask.shape[0], 1), np.int32), np.cumsum(padded, axis=1)), axis=1)
+    return (csum[:, width:] - csum[:, :-width]) > half
+
+
+def _db(x: np.ndarray | float) -> np.ndarray:
+    return 10.0 * np.log10(np.maximum(x, 1e-12))
+
+
+def channel_activity(
+    channels: np.ndarray,
+    *,
+    config: DiarizationConfig,
+    threshold: float = SPEECH_THRESHOLD,
+    margin_db: float = BLEED_MARGIN_DB,
+) -> ChannelActivity:
+    """Who speaks when on each channel, with the other channels' bleed discounted.
+
+    A frame of channel ``c`` is speech when the speech detector says so on ``c`` *and*
+    ``c``'s energy above its noise floor exceeds, by ``margin_db``, the bleed expected from the
+    other channels (their energy in that frame times the bleed gain estimated for the pair)
+    plus a noise allowance (:func:`_noise_spread`): while another channel is louder and its
+    detector hears speech, the channel's noise excursion of one frame in ten (a noise burst
+    under the other's bleed is not speech), otherwise its average excursion above the floor.
+    Energies are taken above each channel's noise floor (median energy where no detector hears
+    speech); a frame also needs twice the floor's energy (the speech counted is that above the
+    noise). The bleed gain ``o → c`` is ``c``'s energy above its floor over ``o``'s, summed over
+    the frames where ``o`` talks clearly (10 dB above its floor) and ``c`` is 6 dB below it:
+    those are ``o`` alone, and what ``c`` has there beyond its noise is ``o``'s leak (sums, not
+    a median: a leak below ``c``'s noise is still measured on average).
+
+    Parameters
+    ----------
+    channels : np.ndarray
+        (channels, n) float samples at 16 kHz.
+    config : DiarizationConfig
+        ``segmentation_model`` is the speech detector's model.
+    threshold : float
+        Speech probability above which a frame is speech.
+    margin_db : float
+        How far above the expected bleed a frame's energy must be.
+
+    Returns
+    -------
+    ChannelActivity
+    """
+    channels = np.atleast_2d(np.asarray(channels, dtype=np.float32))
+    count, n = channels.shape
+    probs: list[np.ndarray] = []
+    start = step = 0.0
+    for c in range(count):
+        p, start, step = speech_probability(channels[c], model_ref=config.segmentation_model)
+        probs.append(p)
+    frames = min(len(p) for p in probs)
+    duration = n / SAMPLE_RATE
+    # frames past the end of the audio (the detector pads its last window) are not speech
+    centres = start + step * np.arange(frames)
+    inside = centres < duration
+    vad = np.stack([p[:frames] for p in probs]) > threshold
+    vad &= inside[None]
+    energy = np.stack([_frame_energy(channels[c], centres=centres, half_s=ENERGY_WINDOW_S / 2) for c in range(count)])
+    quiet = inside & ~vad.any(axis=0)
+    floor = np.array([_noise_floor(energy[c], quiet=quiet) for c in range(count)])
+    spread = np.array([_noise_spread(energy[c], quiet=quiet, floor=floor[c], percentile=90) for c in range(count)])
+    usual = np.array([_noise_spread(energy[c], quiet=quiet, floor=floor[c], percentile=None) for c in range(count)])
+    excess = np.maximum(energy - floor[:, None], 0.0)
+    gain = np.zeros((count, count))
+    for o in range(count):
+        for c in range(count):
+            if o == c:
+                continue
+            # o clearly talking, c at least 6 dB below: o alone, c hears its bleed (and noise)
+            alone = vad[o] & (excess[o] > 4.0 * excess[c]) & (excess[o] > 10.0 * floor[o])
+            if alone.sum() >= 10:
+                leak = float(np.sum(energy[c, alone] - floor[c]))
+                gain[o, c] = max(leak, 0.0) / float(np.sum(excess[o, alone]))
+    expected_bleed = gain.T @ excess  # (count, frames): sum over o of gain[o, c] * excess[o]
+    # the noise allowance: the channel's one-in-ten noise excursion while another channel is
+    # louder and heard as speech (its bleed may be what this channel's detector hears), the
+    # average excursion otherwise
+    dominated = np.zeros_like(vad)
+    for c in range(count):
+        for o in range(count):
+            if o != c:
+                dominated[c] |= vad[o] & (excess[o] > excess[c])
+    allowance = np.where(dominated, spread[:, None], usual[:, None])
+    own_db = _db(excess) - _db(expected_bleed + allowance)
+    # own speech: above the others' bleed by the margin, and above the noise floor (x2)
+    speech = vad & (own_db > margin_db) & (excess > floor[:, None])
+    speech = _majority(speech, width=SMOOTH_FRAMES)
+    with np.errstate(divide="ignore"):
+        bleed_db = np.where(np.eye(count, dtype=bool), -np.inf, 10.0 * np.log10(np.maximum(gain, 0.0)))
+    return ChannelActivity(
+        speech=speech, own_db=own_db.astype(np.float32), bleed_db=bleed_db,
+        frame_start=float(start), frame_step=float(step), duration=float(duration),
+    )
+
+
+# --------------------------------------------------------------------------- decision
+@dataclass(frozen=True)
+class ChannelDecision:
+    """How a recording's channels are diarized: ``mode`` is ``mix`` or ``split``; ``reason`` is
+    one line for the manifest; ``figures`` what it was decided from (JSON-ready).
+    ``activity`` (when computed) is reused by :func:`diarize_channels`."""
+
+    mode: Literal["mix", "split"]
+    reason: str
+    figures: dict[str, Any] = field(default_factory=dict)
+    activity: ChannelActivity | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"mode", "reason", "figures"}`` for the manifest."""
+        return {"mode": self.mode, "reason": self.reason, "figures": self.figures}
+
+
+def channel_correlation(channels: np.ndarray) -> np.ndarray:
+    """Pairwise normalised cross-correlation of channels at their best lag within ±50 ms.
+
+    Computed over up to :data:`MAX_CORRELATION_BLOCKS` blocks of 10 s spread over the
+    recording (numerators and energies summed over blocks). 1 on the diagonal.
+
+    Parameters
+    ----------
+    channels : np.ndarray
+        (channels, n) float samples at 16 kHz.
+
+    Returns
+    -------
+    np.ndarray
+        (channels, channels) in [0, 1].
+    """
+    channels = np.atleast_2d(np.asarray(channels, dtype=np.float32))
+    count, n = channels.shape
+    block = min(n, compute_num_samples(CORRELATION_BLOCK_S))
+    max_lag = compute_num_samples(MAX_CORRELATION_LAG_S)
+    starts = np.unique(np.linspace(0, max(0, n - block), num=max(1, min(MAX_CORRELATION_BLOCKS, n // max(block, 1)))).astype(int))
+    size = 1 << int(np.ceil(np.log2(2 * block + 1)))
+    lags = np.r_[0 : max_lag + 1, size - max_lag : size]
+    num = np.zeros((count, count, lags.size))
+    power = np.zeros(count)
+    for s in starts:
+        x = channels[:, s : s + block].astype(np.float64)
+        x = x - x.mean(axis=1, keepdims=True)
+        spec = np.fft.rfft(x, n=size, axis=1)
+        power += np.sum(x * x, axis=1)
+        for a in range(count):
+            for b in range(a + 1, count):
+                num[a, b] += np.fft.irfft(spec[a] * np.conj(spec[b]), n=size)[lags]
+    out = np.eye(count)
+    for a in range(count):
+        for b in range(a + 1, count):
+            denom = np.sqrt(power[a] * power[b])
+            out[a, b] = out[b, a] = float(np.max(np.abs(num[a, b])) / denom) if denom > 0 else 0.0
+    return out
+
+
+def decide_channel_mode(
+    channels: np.ndarray,
+    *,
+    mode: ChannelMode,
+    config: DiarizationConfig,
+    embedder: Any = None,
+) -> ChannelDecision:
+    """Split the channels into speakers or mix them, and say why.
+
+    ``mix`` and ``split`` are obeyed (a mono file is always mixed). ``auto`` splits when the
+    recording has 2+ channels that are not copies of one signal (correlation below
+    :data:`SAME_SIGNAL_CORRELATION`), hear little of each other (bleed below
+    :data:`ISOLATED_BLEED_DB`), each have :data:`MIN_OWN_SPEECH_S` of speech of their own, and
+    whose own speech is pairwise different voices (CAM++ cosine similarity below
+    :data:`SAME_VOICE_SIMILARITY`); otherwise it mixes. Checks stop at the first that decides,
+    so dual-mono files cost one correlation and no model.
+
+    Parameters
+    ----------
+    channels : np.ndarray
+        (channels, n) float samples at 16 kHz (:func:`tasks.audio.decode.load_channels`).
+    mode : {"auto", "mix", "split"}
+        ``diarization.channels``.
+    config : DiarizationConfig
+        Speech detector and CAM++ model references, device.
+    embedder : CamPlusPlusEmbedding, optional
+        Loaded CAM++ (default: :func:`tasks.speakers.campplus.load_embedding_model` of ``config``).
+
+    Returns
+    -------
+    ChannelDecision
+    """
+    channels = np.atleast_2d(np.asarray(channels, dtype=np.float32))
+    count = channels.shape[0]
+    figures: dict[str, Any] = {"channels": int(count), "requested": mode}
+    if count < 2:
+        return ChannelDecision("mix", "mono recording", figures)
+    if mode == "mix":
+        return ChannelDecision("mix", "diarization.channels=mix", figures)
+    if mode == "split":
+        return ChannelDecision("split", f"diarization.channels=split: {count} channels, one speaker each", figures)
+    corr = channel_correlation(channels)
+    upper = corr[np.triu_indices(count, 1)]
+    figures["correlation"] = round(float(upper.max()), 3)
+    if upper.max() >= SAME_SIGNAL_CORRELATION:
+        a, b = np.unravel_index(np.argmax(np.where(np.eye(count, dtype=bool), -1, corr)), corr.shape)
+        return ChannelDecision(
+            "mix", f"channels {a} and {b} carry the same signal (correlation {corr[a, b]:.2f} >= "
+                   f"{SAME_SIGNAL_CORRELATION}): dual-mono, mixed", figures)
+    activity = channel_activity(channels, config=config)
+    own = activity.own_seconds()
+    figures["own_speech_s"] = [round(float(s), 1) for s in own]
+    bleed = activity.bleed_db[~np.eye(count, dtype=bool)]
+    figures["bleed_db"] = round(float(bleed.max()), 1) if np.isfinite(bleed).any() else None
+    speaking = [c for c in range(count) if own[c] >= MIN_OWN_SPEECH_S]
+    if len(speaking) < 2:
+        return ChannelDecision(
+            "mix", f"fewer than 2 channels have {MIN_OWN_SPEECH_S:g} s of speech of their own "
+                   f"({', '.join(f'{s:.1f}' for s in own)} s): mixed", figures, activity)
+    if np.isfinite(bleed).any() and bleed.max() > ISOLATED_BLEED_DB:
+        return ChannelDecision(
+            "mix", f"channels hear each other (bleed {bleed.max():.1f} dB > {ISOLATED_BLEED_DB:g} dB): "
+                   "not one speaker per channel, mixed", figures, activity)
+    from tasks.speakers.voiceprints import embed_speech
+
+    if embedder is None:
+        from tasks.speakers.campplus import load_embedding_model
+
+        embedder = load_embedding_model(config.embedding_model, config.device)
+    alone = activity.speech & (activity.speech.sum(axis=0, keepdims=True) == 1)
+    vectors = {}
+    for c in speaking:
+        only = ChannelActivity(alone, activity.own_db, activity.bleed_db, activity.frame_start,
+                               activity.frame_step, activity.duration)
+        regions = _first_seconds(only.regions(c), MAX_EMBED_SPEECH_S)
+        vectors[c], _ = embed_speech(channels[c], regions=regions, embedder=embedder)
+    sims = {(a, b): float(np.dot(vectors[a], vectors[b])) for i, a in enumerate(speaking) for b in speaking[i + 1 :]}
+    figures["voice_similarity"] = {f"{a}-{b}": round(s, 3) for (a, b), s in sims.items()}
+    (a, b), top = max(sims.items(), key=lambda kv: kv[1])
+    if top >= SAME_VOICE_SIMILARITY:
+        return ChannelDecision(
+            "mix", f"channels {a} and {b} carry the same voice (CAM++ similarity {top:.2f} >= "
+                   f"{SAME_VOICE_SIMILARITY}): mixed", figures, activity)
+    return ChannelDecision(
+        "split", f"{len(speaking)} channels carry different voices (correlation {upper.max():.2f}, bleed "
+                 f"{figures['bleed_db']} dB, CAM++ similarity <= {top:.2f}): one speaker per channel",
+        figures, activity)
+
+
+def _first_seconds(regions: list[tuple[float, float]], limit: float) -> list[tuple[float, float]]:
+    out, total = [], 0.0
+    for a, b in regions:
+        if total >= limit:
+            break
+        b = min(b, a + limit - total)
+        out.append((a, b))
+        total += b - a
+    return out
+
+
+# --------------------------------------------------------------------------- diarization
+def diarize_channels(
+    channels: np.ndarray,
+    *,
+    config: DiarizationConfig,
+    recording_id: str = "recording",
+    names: list[str] | None = None,
+    activity: ChannelActivity | None = None,
+    min_gap_s: float = CHANNEL_MIN_GAP_S,
+):
+    """Diarize a recording with one speaker per channel.
+
+    Parameters
+    ----------
+    channels : np.ndarray
+        (channels, n) float samples at 16 kHz.
+    config : DiarizationConfig
+        Speech detector, ``channel_names`` and ``exclude_overlap``.
+    recording_id : str
+        The annotations' ``uri``.
+    names : list of str, optional
+        Speaker label of each channel; default ``config.channel_names``, else ``CH0``, ``CH1``...
+    activity : ChannelActivity, optional
+        Already computed (``ChannelDecision.activity``); computed here when None.
+    min_gap_s : float
+        Gaps shorter than this within a channel's speech are filled.
+
+    Returns
+    -------
+    tasks.diarization.pipeline.DiarizationResult
+        ``annotation``: every channel's speech under its label, overlaps kept; ``exclusive``:
+        overlapped frames given to the channel most above its expected bleed.
+    """
+    from tasks.diarization.pipeline import DiarizationResult
+
+    channels = np.atleast_2d(np.asarray(channels, dtype=np.float32))
+    count = channels.shape[0]
+    labels = channel_labels(count=count, names=names if names is not None else config.channel_names)
+    if activity is None:
+        activity = channel_activity(channels, config=config)
+    annotation = Annotation(uri=recording_id)
+    speech = np.zeros_like(activity.speech)
+    for c, label in enumerate(labels):
+        for k, (a, b) in enumerate(activity.regions(c, min_gap_s=min_gap_s)):
+            annotation[Segment(a, b), f"{label}_{k}"] = label
+            i0 = max(0, int(np.ceil((a - activity.frame_start) / activity.frame_step - 0.5)))
+            i1 = int(np.floor((b - activity.frame_start) / activity.frame_step - 0.5)) + 1
+            speech[c, i0:i1] = True
+    # exclusive: each frame with speech goes to the channel most above its bleed
+    winner = np.argmax(np.where(speech, activity.own_db, -np.inf), axis=0)
+    any_speech = speech.any(axis=0)
+    exclusive = Annotation(uri=recording_id)
+    for c, label in enumerate(labels):
+        regions = regions_from_probability(
+            (any_speech & (winner == c)).astype(np.float32), frame_start=activity.frame_start,
+            frame_step=activity.frame_step, threshold=0.5, duration=activity.duration,
+        )
+        for k, (a, b) in enumerate(regions):
+            exclusive[Segment(a, b), f"{label}_{k}"] = label
+    return DiarizationResult(annotation, exclusive.support(), config.exclude_overlap)
+
+
+ACTIVITY_FILE = "activity.npz"
+"""Who speaks when per channel, as the channels stage found it (the diarize stage reads it)."""
+
+
+def write_activity(folder: Path, activity: ChannelActivity) -> None:
+    """Store ``activity`` in a channels artefact folder (:func:`read_activity` reads it back)."""
+    np.savez(folder / ACTIVITY_FILE, speech=activity.speech, own_db=activity.own_db, bleed_db=activity.bleed_db,
+             grid=np.array([activity.frame_start, activity.frame_step, activity.duration]))
+
+
+def read_activity(folder: Path) -> ChannelActivity | None:
+    """The channel activity a channels artefact stored (split recordings), else None."""
+    path = folder / ACTIVITY_FILE
+    if not path.is_file():
+        return None
+    with np.load(path) as npz:
+        start, step, duration = (float(v) for v in npz["grid"])
+        return ChannelActivity(npz["speech"].astype(bool), npz["own_db"], npz["bleed_db"], start, step, duration)
+
+
+def plain_figures(value: Any) -> Any:
+    """JSON-ready copy of figures (numpy scalars and arrays as Python values)."""
+    if isinstance(value, dict):
+        return {str(k): plain_figures(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_figures(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

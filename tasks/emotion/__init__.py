@@ -1,0 +1,1 @@
+"""emotion2vec+: the engine (one pass: scores, frame logits, embeddings), its exact batched encoder, and the screen / drill-down."""

@@ -1,0 +1,277 @@
+"""Export: the run directory of the output contract (DESIGN.md).
+
+Per recording, :func:`export_recording` writes ``recordings/<id>/`` (RTTM, one JSON per
+screened segment, frame curves of drilled segments, embeddings, optionally the denoised audio,
+and ``segments.csv`` with every segment of the recording). It builds the directory aside and
+swaps it in, so a killed export never leaves a half directory that a rerun trusts.
+
+Per run, :func:`write_run_tables` gathers those into ``segments.parquet`` / ``.csv``,
+``embeddings.npy`` + ``embeddings_index.csv``; :func:`write_failures` writes ``failures.csv``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+from dataclasses import replace
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from tasks.core.config import ExportConfig
+from tasks.core.records import EMOTIONS, EmotionResult, Recording, Segment
+from tasks.core.storage import atomic_write_text, atomic_write_with
+
+SCORE_COLUMNS = [f"score_{e}" for e in EMOTIONS]
+TABLE_COLUMNS = [
+    "recording_id", "source_path", "segment_id", "speaker", "start", "end", "duration", "label", "confidence",
+    *SCORE_COLUMNS, "drilled", "embedding_row", "model_sha256",
+    # Extensions of the contract (appended, so readers of the contract columns are unaffected):
+    "status", "snr_before_db", "snr_after_db", "global_speaker",
+]
+FAILURE_COLUMNS = ["input", "stage", "error", "message"]
+STRING_COLUMNS = ["recording_id", "source_path", "segment_id", "speaker", "label", "model_sha256", "status",
+                  "global_speaker"]
+"""Ids, names and labels: strings whatever they look like (``0001``, ``nan``, ``1e3``)."""
+FLOAT_COLUMNS = ["start", "end", "duration", "confidence", *SCORE_COLUMNS, "snr_before_db", "snr_after_db"]
+RUN_ONLY_COLUMNS = ("embedding_row", "global_speaker")
+"""Columns known only once every recording is done (embedding rows, links across recordings)."""
+RECORDING_TABLE_COLUMNS = [c for c in TABLE_COLUMNS if c not in RUN_ONLY_COLUMNS] + ["embedding_exported"]
+
+
+def table_schema(columns: list[str] = TABLE_COLUMNS) -> "pa.Schema":
+    """The Arrow schema of ``segments.parquet``: strings are strings, never inferred."""
+    import pyarrow as pa
+
+    types = {**{c: pa.string() for c in STRING_COLUMNS}, **{c: pa.float64() for c in FLOAT_COLUMNS},
+             "drilled": pa.bool_(), "embedding_exported": pa.bool_(), "embedding_row": pa.int64()}
+    return pa.schema([(c, types[c]) for c in columns])
+
+
+def coerce_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Give a segments table its column types: pandas ``string`` for ids and labels (an
+    unscored row's label is NA), float64 for times and scores, bool flags, nullable int rows."""
+    out = table.copy()
+    for c in out.columns:
+        if c in STRING_COLUMNS:
+            col = out[c].astype("string")
+            out[c] = col.mask(col == "") if c == "label" else col
+        elif c in FLOAT_COLUMNS:
+            out[c] = pd.to_numeric(out[c], errors="coerce").astype("float64")
+        elif c in ("drilled", "embedding_exported"):
+            out[c] = out[c].map(lambda v: str(v).strip().lower() in ("true", "1")).astype(bool)
+        elif c == "embedding_row":
+            out[c] = pd.to_numeric(out[c], errors="coerce").astype("Int64")
+    return out
+
+
+def read_table_csv(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read a segments CSV back with its types (ids never parsed as numbers or NaN)."""
+    return coerce_table(pd.read_csv(path, dtype=str, keep_default_na=False))
+
+
+def wants_embedding(policy: str, *, confidence: float, threshold: float) -> bool:
+    """Whether a screened segment's embedding is exported under ``export.embeddings``."""
+    if policy == "all":
+        return True
+    if policy == "high_confidence":
+        return confidence >= threshold
+    return False
+
+
+def segment_json(*, result: EmotionResult, segment: Segment, model: dict[str, Any], hop_s: float | None,
+                 frames_file: str | None = None) -> dict[str, Any]:
+    """The segment result JSON (compatible with the Emotion2Vec+ WebUI's ``result.json``).
+
+    ``frames`` points to ``frames_file`` (default ``frames/<segment_id>.npy``) for a drilled
+    segment and is null otherwise; the UI writes the same document.
+    """
+    out: dict[str, Any] = {
+        "segment_id": segment.segment_id,
+        "recording_id": segment.recording_id,
+        "speaker": segment.speaker,
+        "start": round(segment.start, 3),
+        "end": round(segment.end, 3),
+        "granularity": "utterance",
+        "emotion": result.label,
+        "confidence": round(result.confidence, 6),
+        "scores": {e: round(float(s), 6) for e, s in zip(EMOTIONS, result.scores)},
+        "frames": ({"hop_s": hop_s, "file": frames_file or f"frames/{segment.segment_id}.npy"}
+                   if result.drilled else None),
+        "model": {"id": model.get("id"), "sha256": model.get("sha256")},
+        "drilled": result.drilled,
+    }
+    if result.drilldown:
+        out["drilldown"] = result.drilldown
+    if model.get("is_test_model"):
+        out["model"]["test_model"] = True
+        out["warning"] = "scores from a randomly initialised TEST model: meaningless"
+    return out
+
+
+def table_row(*, recording: Recording, segment: Segment, result: EmotionResult | None, model_sha256: str,
+              snr: dict[str, Any]) -> dict[str, Any]:
+    """A segment's row of ``segments.csv`` (unscored: label, confidence and scores null)."""
+    row: dict[str, Any] = {
+        "recording_id": recording.recording_id, "source_path": recording.source_path,
+        "segment_id": segment.segment_id, "speaker": segment.speaker, "start": round(segment.start, 3),
+        "end": round(segment.end, 3), "duration": round(segment.end - segment.start, 3), "label": None,
+        "confidence": np.nan, **{c: np.nan for c in SCORE_COLUMNS}, "drilled": False,
+        "embedding_exported": False, "model_sha256": model_sha256, "status": segment.status,
+        "snr_before_db": snr.get("snr_before_db"), "snr_after_db": snr.get("snr_after_db"),
+    }
+    if result is not None:
+        row.update({"label": result.label, "confidence": result.confidence, "drilled": result.drilled,
+                    **dict(zip(SCORE_COLUMNS, result.scores))})
+    return row
+
+
+def export_recording(
+    *,
+    recording: Recording,
+    folder: Path,
+    rttm: str,
+    segments: Sequence[Segment],
+    results: dict[int, EmotionResult],
+    curves: dict[int, np.ndarray],
+    embeddings: Callable[[int], np.ndarray | None],
+    snr: dict[str, Any],
+    model: dict[str, Any],
+    config: ExportConfig,
+    threshold: float,
+    hop_s: float,
+    denoised: Callable[[], np.ndarray] | None = None,
+    speaker_names: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Write ``folder`` (``recordings/<id>/``) for one recording from plain records.
+
+    A pure writer: it decides nothing about the results (``drilled`` and labels come with
+    ``results``), it only lays them out as the output contract says, into an empty ``folder``
+    (the runner builds it aside and swaps it in for ``recordings/<id>/``).
+
+    Parameters
+    ----------
+    recording : Recording
+        Id and source path (the names the exported files carry).
+    folder : Path
+        An empty folder that becomes ``<out>/recordings/<recording_id>``.
+    rttm : str
+        The diarization RTTM (any uri: it is rewritten to the recording's id).
+    segments : sequence of Segment
+        Every segment of the recording, named.
+    results, curves : dict
+        By segment position: the screened results, and the frame curves of drilled segments.
+    embeddings : callable
+        ``embeddings(position)``: the segment's embedding, or None when it was not scored.
+    snr : dict
+        The denoise stage's facts (``snr_before_db``, ``snr_after_db``).
+    model : dict
+        The emotion model's id, sha256 and whether it is a test model.
+    config : ExportConfig
+        Which embeddings, whether the denoised audio.
+    threshold : float
+        ``screen.threshold`` (``export.embeddings: high_confidence`` keeps those at or above it).
+    hop_s : float
+        Hop of the frame curves.
+    denoised : callable, optional
+        Gives the denoised audio, when ``config.denoised_audio`` asks for it.
+    speaker_names : mapping, optional
+        Diarized label → the name it is exported under (an enrolled voice's name); the voices
+        stage decides them (:mod:`tasks.speakers.linking`).
+    """
+    from tasks.core.timebase import SAMPLE_RATE
+    from tasks.audio.decode import write_wav
+    from tasks.diarization.pipeline import rename_rttm
+    from tasks.speakers.linking import rename_speaker
+
+    names = dict(speaker_names or {})
+    segments = [replace(s, speaker=rename_speaker(s.speaker, names)) for s in segments]
+
+    (folder / "segments").mkdir(parents=True)
+    (folder / "diarization.rttm").write_text(rename_rttm(rttm, uri=recording.recording_id, speakers=names),
+                                             encoding="utf-8")
+    table: list[dict[str, Any]] = []
+    n_frames = n_emb = 0
+    for pos, seg in enumerate(segments):
+        result = results.get(pos)
+        rec = table_row(recording=recording, segment=seg, result=result, model_sha256=model.get("sha256", ""),
+                        snr=snr)
+        if result is not None:
+            doc = segment_json(result=result, segment=seg, model=model, hop_s=hop_s if result.drilled else None)
+            (folder / "segments" / f"{seg.segment_id}.json").write_text(
+                json.dumps(doc, indent=2, ensure_ascii=False), encoding="utf-8")
+            if result.drilled:
+                (folder / "frames").mkdir(exist_ok=True)
+                np.save(folder / "frames" / f"{seg.segment_id}.npy", np.asarray(curves[pos], np.float32))
+                n_frames += 1
+            vector = embeddings(pos)
+            if vector is not None and wants_embedding(config.embeddings, confidence=result.confidence,
+                                                      threshold=threshold):
+                (folder / "embeddings").mkdir(exist_ok=True)
+                np.save(folder / "embeddings" / f"{seg.segment_id}.npy", np.asarray(vector, np.float32))
+                rec["embedding_exported"] = True
+                n_emb += 1
+        table.append(rec)
+    pd.DataFrame(table, columns=RECORDING_TABLE_COLUMNS).to_csv(folder / "segments.csv", index=False)
+    if config.denoised_audio and denoised is not None:
+        write_wav(folder / "denoised.wav", np.asarray(denoised(), np.float32), sample_rate=SAMPLE_RATE)
+    facts = {"segments": len(table), "segment_json": len(results), "frames": n_frames, "embeddings": n_emb}
+    return facts
+
+
+def write_run_tables(out_dir: Path, recording_ids: Iterable[str], *, csv_too: bool = True,
+                     global_speakers: Mapping[tuple[str, str], str] | None = None) -> pd.DataFrame:
+    """Gather the recordings' tables into ``segments.parquet`` (+ ``.csv``) and ``embeddings.npy``;
+    ``global_speakers`` maps (recording id, speaker) to the voice's id across the run (an overlap
+    row ``A+B`` gets ``GA+GB``; a speaker without one, null)."""
+    frames = []
+    for rid in recording_ids:
+        path = out_dir / "recordings" / rid / "segments.csv"
+        if path.is_file():
+            frames.append(read_table_csv(path))
+    table = coerce_table(pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        {c: pd.Series(dtype=object) for c in RECORDING_TABLE_COLUMNS}))
+    exported = table["embedding_exported"].to_numpy(dtype=bool)
+    rows = np.full(len(table), -1, dtype=np.int64)
+    vectors = []
+    for i in np.flatnonzero(exported):
+        rid, sid = table.at[i, "recording_id"], table.at[i, "segment_id"]
+        vectors.append(np.load(out_dir / "recordings" / rid / "embeddings" / f"{sid}.npy"))
+        rows[i] = len(vectors) - 1
+    table["embedding_row"] = pd.array([r if r >= 0 else None for r in rows], dtype="Int64")
+    links = dict(global_speakers or {})
+
+    def global_of(rid: str, speaker: str) -> str | None:
+        parts = [links.get((rid, p)) for p in str(speaker).split("+")]
+        return "+".join(parts) if all(parts) else None  # type: ignore[arg-type]
+
+    table["global_speaker"] = pd.array([global_of(r, s) for r, s in zip(table["recording_id"], table["speaker"])],
+                                       dtype="string")
+    table = table[TABLE_COLUMNS].sort_values(["recording_id", "start"], kind="stable").reset_index(drop=True)
+    dim = vectors[0].shape[0] if vectors else 0
+    emb = np.stack(vectors).astype(np.float32) if vectors else np.zeros((0, dim), np.float32)
+    from tasks.core.storage import atomic_write_npy
+
+    atomic_write_npy(out_dir / "embeddings.npy", emb)
+    index = table.loc[table["embedding_row"].notna(), ["segment_id", "embedding_row"]].rename(
+        columns={"embedding_row": "row"})
+    atomic_write_text(out_dir / "embeddings_index.csv", index.to_csv(index=False))
+    atomic_write_with(out_dir / "segments.parquet",
+                      lambda tmp: table.to_parquet(tmp, index=False, schema=table_schema()))
+    if csv_too:
+        atomic_write_text(out_dir / "segments.csv", table.to_csv(index=False))
+    return table
+
+
+def write_failures(out_dir: Path, failures: list[dict[str, str]]) -> Path:
+    """``failures.csv``: input, stage, error, message (header only when nothing failed)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=FAILURE_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for f in failures:
+        writer.writerow({k: str(f.get(k, "")).replace("\n", " ") for k in FAILURE_COLUMNS})
+    return atomic_write_text(out_dir / "failures.csv", buf.getvalue())

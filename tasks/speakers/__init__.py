@@ -1,0 +1,1 @@
+"""Voices: CAM++ embeddings, enrolled voiceprints, and linking one voice across recordings."""
