@@ -49,7 +49,7 @@ from tasks.models.cache import cached_model
 from tasks.speakers.campplus import canonical_embedding_id, load_embedding_model
 from tasks.models.devices import resolve_device
 from tasks.core.records import Turn
-from tasks.core.storage import atomic_write_text
+from tasks.diarization.rttm import ANONYMOUS_URI, parse_rttm, read_rttm, rename_rttm, to_rttm, write_rttm  # noqa: F401 (the engine's RTTM API)
 
 OFFLINE = "offline"
 _THREADS_LOCK = threading.Lock()  # torch's thread count is process-wide
@@ -534,56 +534,3 @@ def diarize(
     return DiarizationResult(annotation, exclusive, config.exclude_overlap)
 
 
-# --------------------------------------------------------------------------- RTTM
-ANONYMOUS_URI = "recording"
-"""The RTTM file id inside content-keyed diarization artefacts (they hold no recording name);
-:func:`rename_rttm` gives an exported RTTM the recording's id."""
-
-
-def rename_rttm(text: str, *, uri: str, speakers: dict[str, str] | None = None) -> str:
-    """RTTM ``text`` of one recording with its file id set to ``uri`` (and its speakers renamed
-    by ``speakers``, label → name)."""
-    annotations = list(parse_rttm(text).values())
-    annotation = annotations[0] if annotations else Annotation()
-    if speakers:
-        annotation = annotation.rename_labels(mapping={k: v for k, v in speakers.items() if k != v})
-    return to_rttm(annotation, uri=uri)
-
-
-def to_rttm(annotation: Annotation, *, uri: str) -> str:
-    """RTTM text of ``annotation`` with ``uri`` as file id (one SPEAKER line per track)."""
-    if any(c.isspace() for c in uri):
-        raise ValueError(f"RTTM uri must not contain whitespace: {uri!r}")
-    lines = []
-    for seg, _, label in sorted(annotation.itertracks(yield_label=True), key=lambda t: (t[0].start, t[0].end, str(t[2]))):
-        if seg.duration <= 0:
-            continue
-        lab = str(label).replace(" ", "_")
-        lines.append(f"SPEAKER {uri} 1 {seg.start:.3f} {seg.duration:.3f} <NA> <NA> {lab} <NA> <NA>")
-    return "".join(line + "\n" for line in lines)
-
-
-def write_rttm(annotation: Annotation, path: str | os.PathLike[str], *, uri: str) -> Path:
-    """Write ``annotation`` as RTTM (uri = recording id), atomically. Empty → empty file."""
-    return atomic_write_text(Path(path), to_rttm(annotation, uri=uri))
-
-
-def read_rttm(path: str | os.PathLike[str]) -> dict[str, Annotation]:
-    """Parse an RTTM file into one Annotation per uri (SPEAKER lines only)."""
-    return parse_rttm(Path(path).read_text(encoding="utf-8"), source=str(path))
-
-
-def parse_rttm(text: str, *, source: str = "<rttm>") -> dict[str, Annotation]:
-    """Parse RTTM text into one Annotation per uri (SPEAKER lines only); ids stay strings."""
-    out: dict[str, Annotation] = {}
-    for n, line in enumerate(text.splitlines(), 1):
-        parts = line.split()
-        if not parts or parts[0].startswith("#") or parts[0] != "SPEAKER":
-            continue
-        if len(parts) < 8:
-            raise ValueError(f"{source}:{n}: malformed RTTM line")
-        uri, start, dur, label = parts[1], float(parts[3]), float(parts[4]), parts[7]
-        ann = out.setdefault(uri, Annotation(uri=uri))
-        seg = Segment(start, start + dur)
-        ann[seg, ann.new_track(seg)] = label
-    return out

@@ -12,6 +12,12 @@ from tasks.core.config import Config
 from tasks.core.errors import RunError, first_line
 
 
+CHECKS = {"emotion": "tasks.emotion.model:check_emotion_model",
+          "segmentation": "tasks.models.checkpoints:read_pyannote_checkpoint",
+          "embedding": "tasks.speakers.campplus:check_campplus"}
+"""Model kind → the function (``module:name``) that vets its files."""
+
+
 def check_models(models: dict[str, dict[str, Any]]) -> None:
     """Vet resolved model files before any recording is processed: each checkpoint safe to read
     (no code runs from it) and fitting its model, emotion2vec's config.yaml and tokens.txt usable.
@@ -21,17 +27,16 @@ def check_models(models: dict[str, dict[str, Any]]) -> None:
     ModelUnavailableError
         One line: the file at fault and why.
     """
-    from tasks.models.checkpoints import read_pyannote_checkpoint
-    from tasks.emotion.model import check_emotion_model
-    from tasks.models.hub import already_vetted, mark_vetted
-    from tasks.speakers.campplus import check_campplus
+    import importlib
 
-    checks = {"emotion": check_emotion_model, "segmentation": read_pyannote_checkpoint, "embedding": check_campplus}
-    for kind, check in checks.items():
+    from tasks.models.hub import already_vetted, mark_vetted
+
+    for kind, check in CHECKS.items():
         record = models.get(kind)
         if record is None or already_vetted(kind, record):
             continue
-        check(record["path"])
+        module, _, name = check.partition(":")  # imported only when a model must be vetted
+        getattr(importlib.import_module(module), name)(record["path"])
         mark_vetted(kind, record)
 
 

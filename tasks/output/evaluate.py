@@ -29,7 +29,7 @@ class EvaluationError(ValueError):
 
 
 def _load_rttm(path: Path) -> dict:
-    from tasks.diarization.pipeline import read_rttm
+    from tasks.diarization.rttm import read_rttm
 
     if not path.is_file():
         raise EvaluationError(f"{path}: RTTM file not found")

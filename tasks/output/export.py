@@ -185,7 +185,7 @@ def export_recording(
     """
     from tasks.core.timebase import SAMPLE_RATE
     from tasks.audio.decode import write_wav
-    from tasks.diarization.pipeline import rename_rttm
+    from tasks.diarization.rttm import rename_rttm
     from tasks.speakers.linking import rename_speaker
 
     names = dict(speaker_names or {})

@@ -30,13 +30,15 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
-from pyannote.core import Annotation
 
 from tasks.core.timebase import SAMPLE_RATE, compute_num_samples
 from tasks.core.storage import atomic_write_json, atomic_write_npy, sha256_file
+
+if TYPE_CHECKING:
+    from pyannote.core import Annotation
 
 WINDOW_S = 3.0
 """Speech is embedded in windows of at most this length (CAM++ is trained on 3 s crops)."""

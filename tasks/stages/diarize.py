@@ -20,7 +20,8 @@ def reads(config: Config) -> dict[str, str]:
 def compute(ctx: StageContext) -> dict[str, Any]:
     """``diarization.rttm`` (overlap-aware, neutral uri) and ``turns.json`` (turns and overlaps):
     the mix through the diarization pipeline, or each channel as one speaker when split."""
-    from tasks.diarization.pipeline import ANONYMOUS_URI, diarize, write_rttm
+    from tasks.diarization.pipeline import diarize
+    from tasks.diarization.rttm import ANONYMOUS_URI, write_rttm
 
     config = ctx.config.diarization
     heard = layout.HeardAudio(audio=ctx["audio"], channels=ctx["channels"])

@@ -27,7 +27,7 @@ def known_speakers(config: Config) -> list[str]:
 def compute(ctx: StageContext) -> dict[str, Any]:
     """``voices.npz`` (label → vector, each speaker heard in their own audio) and
     ``speakers.json`` (label → the enrolled name it matches, else itself)."""
-    from tasks.diarization.pipeline import parse_rttm
+    from tasks.diarization.rttm import parse_rttm
     from tasks.models.hub import resolve
     from tasks.speakers.campplus import load_embedding_model
     from tasks.speakers.voiceprints import load_voiceprints, name_speakers, speaker_centroids
