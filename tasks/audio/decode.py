@@ -23,6 +23,7 @@ import numpy as np
 import soxr
 
 from tasks.core.config import AudioConfig
+from tasks.core.records import printable
 from tasks.core.timebase import SAMPLE_RATE
 
 class AudioError(Exception):
@@ -31,9 +32,9 @@ class AudioError(Exception):
     cause = "bad audio"
 
     def __init__(self, path: str | os.PathLike[str], detail: str = "") -> None:
-        self.path = str(path)
+        self.path = os.fsdecode(path)
         self.detail = detail
-        msg = f"{self.path}: {self.cause}"
+        msg = f"{printable(self.path)}: {self.cause}"  # a non-UTF-8 name: bytes shown as \xNN
         if detail:
             msg += f" ({detail})"
         super().__init__(msg)
@@ -61,6 +62,10 @@ class TooShortError(AudioError):
 
 class TooLongError(AudioError):
     cause = "too long"
+
+
+class ChangedInputError(AudioError):
+    cause = "changed while it was read; run again"
 
 
 class DecoderMissingError(AudioError):
@@ -169,6 +174,117 @@ def probe(path: str | os.PathLike[str]) -> dict[str, Any]:
     return {"stream": streams[0], "format": fmt, "container_ok": container_ok}
 
 
+_W64_RIFF_TAIL = bytes.fromhex("2e91cf11a5d628db04c10000")  # the Wave64 "riff" GUID after its 4 letters
+_HEADER_SCAN = 64
+"""Most chunks read before the data chunk when parsing a container's header."""
+
+
+def declared_duration(path: str | os.PathLike[str]) -> float | None:
+    """The duration a file's header declares for its audio data, from the container's own
+    chunks: WAV (RIFF, RF64/BW64 with its ``ds64`` size), Wave64 and CAF (linear PCM). None when
+    the container is another one or declares no size (a streamed header: 0 or all ones).
+
+    ffprobe clamps these containers' durations to the bytes present (a WAV cut at 3 s of a
+    declared 6 s reports 3 s), so a truncated file cannot be told from ffprobe's figure alone;
+    the declared size of the data chunk tells it.
+    """
+    import struct
+
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+            if len(head) < 12:
+                return None
+            if head[:4] in (b"RIFF", b"RF64", b"BW64") and head[8:12] == b"WAVE":
+                return _riff_duration(fh, rf64=head[:4] != b"RIFF")
+            if head[:4] == b"riff" and fh.seek(0) == 0 and fh.read(16)[4:16] == _W64_RIFF_TAIL:
+                return _w64_duration(fh)
+            if head[:4] == b"caff":
+                fh.seek(8)
+                return _caf_duration(fh)
+    except (OSError, struct.error, ValueError, ZeroDivisionError):
+        return None
+    return None
+
+
+def _per_second(byte_rate: float, size: int, *, unknown: tuple[int, ...]) -> float | None:
+    if size in unknown or byte_rate <= 0:
+        return None
+    return size / byte_rate
+
+
+def _riff_duration(fh: Any, *, rf64: bool) -> float | None:
+    import struct
+
+    fh.seek(12)
+    byte_rate, data_size = 0, None
+    for _ in range(_HEADER_SCAN):
+        header = fh.read(8)
+        if len(header) < 8:
+            break
+        cid, size = header[:4], struct.unpack("<I", header[4:])[0]
+        if cid == b"ds64":
+            body = fh.read(size)
+            data_size = struct.unpack("<Q", body[8:16])[0]
+            size = 0
+        elif cid == b"fmt ":
+            body = fh.read(size)
+            byte_rate = struct.unpack("<I", body[8:12])[0]
+            size = 0
+        elif cid == b"data":
+            if not (rf64 and size == 0xFFFFFFFF and data_size is not None):
+                data_size = size
+            return _per_second(byte_rate, data_size, unknown=(0, 0xFFFFFFFF))
+        fh.seek(size + (size & 1), os.SEEK_CUR)
+    return None
+
+
+def _w64_duration(fh: Any) -> float | None:
+    import struct
+
+    fh.seek(40)  # riff GUID (16) + size (8) + wave GUID (16)
+    byte_rate = 0
+    for _ in range(_HEADER_SCAN):
+        header = fh.read(24)
+        if len(header) < 24:
+            break
+        cid, size = header[:4], struct.unpack("<Q", header[16:24])[0]
+        body_size = size - 24
+        if body_size < 0:
+            break
+        if cid == b"fmt ":
+            body = fh.read(body_size)
+            byte_rate = struct.unpack("<I", body[8:12])[0]
+            body_size = 0
+        elif cid == b"data":
+            return _per_second(byte_rate, body_size, unknown=(0,))
+        fh.seek(body_size + (-size % 8), os.SEEK_CUR)
+    return None
+
+
+def _caf_duration(fh: Any) -> float | None:
+    import struct
+
+    byte_rate = 0.0
+    for _ in range(_HEADER_SCAN):
+        header = fh.read(12)
+        if len(header) < 12:
+            break
+        cid, size = header[:4], struct.unpack(">q", header[4:])[0]
+        if cid == b"desc":
+            body = fh.read(size)
+            rate, fmt_id, _flags, bytes_per_packet, frames_per_packet = struct.unpack(">d4sIII", body[:24])
+            if fmt_id == b"lpcm" and bytes_per_packet and frames_per_packet:
+                byte_rate = rate * bytes_per_packet / frames_per_packet
+            size = 0
+        elif cid == b"data":
+            return _per_second(byte_rate, size - 4, unknown=(-5,)) if size >= 4 else None  # -1: unknown size
+        if size < 0:
+            break
+        fh.seek(size, os.SEEK_CUR)
+    return None
+
+
 def _to_float(value: Any) -> float | None:
     try:
         out = float(value)
@@ -270,6 +386,9 @@ def _decode(
     if sr_in <= 0 or channels <= 0:
         raise CorruptAudioError(p, "no sample rate or channel count in the audio stream")
     header_duration = _to_float(stream.get("duration")) or _to_float(fmt.get("duration"))
+    declared = declared_duration(p)  # ffprobe clamps WAV/W64/CAF durations to the bytes present
+    if declared is not None and (header_duration is None or declared > header_duration):
+        header_duration = declared
     if header_duration is not None and header_duration > cfg.max_duration_s * 1.01:
         raise TooLongError(p, f"{header_duration:.1f} s > audio.max_duration_s={cfg.max_duration_s:g}")
 
@@ -288,6 +407,7 @@ def _decode(
     n_in = 0
     leftover = b""
     too_long = False
+    non_finite = 0
     assert proc.stdout is not None and proc.stderr is not None
     try:
         while True:
@@ -298,6 +418,10 @@ def _decode(
             usable = len(chunk) - len(chunk) % frame_bytes
             leftover = chunk[usable:]
             frames = np.frombuffer(chunk[:usable], dtype="<f4").reshape(-1, channels)
+            bad = ~np.isfinite(frames)
+            if bad.any():  # NaN/inf (float WAVs can hold them) would spread through the resampler
+                non_finite += int(bad.sum())
+                frames = np.where(bad, np.float32(0), frames)
             n_in += frames.shape[0]
             if n_in > max_in_samples:
                 too_long = True
@@ -342,6 +466,8 @@ def _decode(
         raise EmptyAudioError(p, "the audio stream has no samples")
 
     warnings: list[str] = []
+    if non_finite:
+        warnings.append(f"{non_finite} non-finite sample(s) (NaN or infinity) replaced by silence")
     truncated = False
     if header_duration is not None and header_duration - duration > max(0.1, 0.02 * header_duration):
         truncated = True

@@ -12,6 +12,8 @@ import os
 import stat
 from pathlib import Path
 
+from tasks.core.records import printable
+
 RUN_MARKER = ".emoflow"
 """The folder every run directory holds (artefacts, lock); its presence marks a run directory."""
 
@@ -22,8 +24,10 @@ def is_run_dir(path: str | os.PathLike[str]) -> bool:
 
 
 def input_failure(path: str, message: str) -> dict[str, str]:
-    """The failures-table row of an input that cannot be read: ``<path>: <message>``."""
-    return {"input": path, "stage": "load", "error": "UnreadableInputError", "message": f"{path}: {message}"}
+    """The failures-table row of an input that cannot be read: ``<path>: <message>`` (a name that
+    is not valid UTF-8 shown with its bytes as ``\\xNN``)."""
+    shown = printable(os.fsdecode(path))
+    return {"input": shown, "stage": "load", "error": "UnreadableInputError", "message": f"{shown}: {message}"}
 
 
 def _not_regular(mode: int) -> str:

@@ -51,7 +51,7 @@ def prepare_run(inputs: list[str], *, config: Config, out_dir: str | os.PathLike
     ids = assign_recording_ids([f.as_posix() for f, _ in readable])
     plain = config.to_plain()
     stages = load_registry(registry)
-    jobs = [RecordingJob(recording=Recording(recording_id=rid, source_path=str(f), sha256=sha), out_dir=str(out),
+    jobs = [RecordingJob(recording=Recording.from_path(rid, f, sha), out_dir=str(out),
                          config=plain,
                          keys=stages.compute_keys(sha256=sha, config=config, models=models), models=models,
                          registry=registry)
