@@ -11,9 +11,11 @@ message that names the file and the cause.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
+import stat
 import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -130,6 +132,16 @@ def _first_error_line(stderr: str) -> str:
     return ""
 
 
+def _os_reason(exc: OSError, path: Path) -> str:
+    if exc.errno == errno.ELOOP:
+        return "symlink loop"
+    if exc.errno == errno.ENOENT:
+        return "broken symbolic link" if path.is_symlink() else "no such file"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    return exc.strerror or str(exc)
+
+
 def probe(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Run ffprobe on ``path`` and return its first audio stream and format facts.
 
@@ -137,17 +149,16 @@ def probe(path: str | os.PathLike[str]) -> dict[str, Any]:
     """
     p = Path(path)
     try:
-        if not p.exists():
-            raise UnreadableInputError(p, "no such file")
-        if p.is_dir():
+        st = os.stat(p)
+        if stat.S_ISDIR(st.st_mode):
             raise UnreadableInputError(p, "is a directory")
-        size = p.stat().st_size
+        if not stat.S_ISREG(st.st_mode):
+            raise UnreadableInputError(p, "not a regular file")
+        size = st.st_size
         with open(p, "rb") as fh:
             head = fh.read(16)
-    except PermissionError:
-        raise UnreadableInputError(p, "permission denied") from None
     except OSError as exc:
-        raise UnreadableInputError(p, exc.strerror or str(exc)) from None
+        raise UnreadableInputError(p, _os_reason(exc, p)) from None
     if size == 0:
         raise EmptyAudioError(p, "0 bytes")
     _require_ffmpeg(str(p))
