@@ -185,9 +185,9 @@ def cluster(
 
 @evaluate_app.command("diarization")
 def evaluate_diarization(
-    run_dir: Path = typer.Argument(...),
-    reference: Path = typer.Option(..., "--reference", help="Reference RTTM."),
-    uem: Optional[Path] = typer.Option(None, "--uem", help="Scored regions (UEM)."),
+    run_dir: str = typer.Argument(...),  # str: Path("") would be "."
+    reference: str = typer.Option(..., "--reference", help="Reference RTTM."),
+    uem: Optional[str] = typer.Option(None, "--uem", help="Scored regions (UEM)."),
 ) -> None:
     """DER, missed, false alarm and confusion per recording and in total."""
     from tasks.output.evaluate import EvaluationError, evaluate_diarization as evaluate, format_table
@@ -196,7 +196,7 @@ def evaluate_diarization(
         if value is not None and not str(value):
             _fail(f"{flag} \"\": an empty path")
     try:
-        table = evaluate(run_dir, reference, uem=uem)
+        table = evaluate(Path(run_dir), Path(reference), uem=Path(uem) if uem is not None else None)
     except EvaluationError as exc:
         _fail(str(exc))
     typer.echo(format_table(table))

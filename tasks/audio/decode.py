@@ -124,11 +124,16 @@ def _require_ffmpeg(path: str) -> None:
         raise DecoderMissingError(path)
 
 
-def _first_error_line(stderr: str) -> str:
+def _first_error_line(stderr: str, url: str = "") -> str:
+    """ffmpeg's first message line without its ``[component]`` tag and without the file's
+    own URL (the error already names the file), printable whatever bytes the name holds."""
     for line in stderr.splitlines():
         line = line.strip()
         if line:
-            return line.split("] ", 1)[-1][:200]
+            line = line.split("] ", 1)[-1]
+            if url and line.startswith(url + ": "):
+                line = line[len(url) + 2:]
+            return printable(line)[:200]
     return ""
 
 
@@ -164,15 +169,17 @@ def probe(path: str | os.PathLike[str]) -> dict[str, Any]:
     _require_ffmpeg(str(p))
     proc = subprocess.run(
         ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", _ffmpeg_url(p)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True, timeout=60,
     )
+    stdout = proc.stdout.decode("utf-8", "replace")  # tags in any encoding
+    stderr = proc.stderr.decode("utf-8", "surrogateescape")  # names the file, whatever its bytes
     container_ok = _looks_like_audio_container(head)
     if proc.returncode != 0:
-        reason = _first_error_line(proc.stderr) or "ffprobe failed"
+        reason = _first_error_line(stderr, _ffmpeg_url(p)) or "ffprobe failed"
         if container_ok:
             raise CorruptAudioError(p, reason)
         raise NotAudioError(p, reason)
-    info = json.loads(proc.stdout or "{}")
+    info = json.loads(stdout or "{}")
     streams = [s for s in info.get("streams", []) if s.get("codec_type") == "audio"]
     if not streams:
         fmt = info.get("format", {}).get("format_name", "unknown")
@@ -449,7 +456,7 @@ def _decode(
         if too_long:
             proc.kill()
         proc.stdout.close()
-        stderr = proc.stderr.read().decode("utf-8", "replace")
+        stderr = proc.stderr.read().decode("utf-8", "surrogateescape")
         proc.stderr.close()
         proc.wait()
     if too_long:
@@ -470,7 +477,7 @@ def _decode(
         at += len(piece)
         del piece
     duration = n_in / sr_in
-    decode_error = _first_error_line(stderr) if proc.returncode != 0 or stderr.strip() else ""
+    decode_error = _first_error_line(stderr, _ffmpeg_url(p)) if proc.returncode != 0 or stderr.strip() else ""
     if n_in == 0:
         if proc.returncode != 0:
             raise CorruptAudioError(p, decode_error or "decoder failed")
