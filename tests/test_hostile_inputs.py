@@ -525,3 +525,49 @@ def test_config_errors_stay_one_line_whatever_was_typed() -> None:
     with pytest.raises(ConfigError) as err:
         load_config(None, ["screen.threshold=\n\r0.5\u2028x"])
     assert "\n" not in str(err.value) and "\r" not in str(err.value) and "\u2028" not in str(err.value)
+
+
+# --------------------------------------------------------------------------- one real run of them all
+
+def test_one_run_of_hostile_inputs_goes_on_and_says_what_it_did(prefect_harness, shared_data: Path,
+                                                                tiny_model_dir: Path, tmp_path: Path) -> None:
+    """Through the Prefect flow: a non-UTF-8 name, a carriage return and a formula in names,
+    NaN samples and a truncated WAV: the bad one is one failures row, the others are processed,
+    and every table, the manifest and the report agree."""
+    from flows.pipeline import run_pipeline
+    from tasks.output.export import read_table_csv
+
+    src = sorted((shared_data / "librispeech" / "test-other").rglob("*.flac"))[0]
+    speech, sr = sf.read(src, dtype="float32")
+    speech = speech[: 4 * sr]
+    inbox = tmp_path / "in"
+    inbox.mkdir()
+    names = {b"caf\xe9.wav": speech, b"a\rb.wav": speech, b"=HYPERLINK(1).wav": speech}
+    nan = speech.copy()
+    nan[[5, 50, 500]] = np.nan
+    names[b"nan.wav"] = nan
+    for name, x in names.items():
+        with open(os.fsencode(inbox) + b"/" + name, "wb") as fh:
+            sf.write(fh, x, sr, format="WAV", subtype="FLOAT")
+    sf.write(inbox / "cut.wav", speech, sr, subtype="PCM_16")
+    data = (inbox / "cut.wav").read_bytes()
+    (inbox / "cut.wav").write_bytes(data[: len(data) // 2])
+    cfg = load_config(None, [f"emotion.model={tiny_model_dir}", "runner.retries=0", "screen.threshold=0.5"])
+    out = tmp_path / "out"
+    summary = run_pipeline([str(inbox)], config=cfg, out_dir=out)
+    assert summary.recordings == 4, summary.failed
+    assert len(summary.failed) == 1 and summary.failed[0]["message"].startswith(f"{inbox / 'cut.wav'}: ")
+    assert "truncated" in summary.failed[0]["message"]
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    paths = {i["recording_id"]: i for i in manifest["inputs"]}
+    assert set(paths) == {"caf", "a-b", "HYPERLINK-1", "nan", "cut"}
+    assert paths["caf"]["path"].endswith("caf\\xe9.wav")
+    assert any(w.startswith("3 non-finite sample(s)") for w in paths["nan"]["warnings"])
+    table = read_table_csv(out / "segments.csv")
+    parquet = pd.read_parquet(out / "segments.parquet")
+    assert list(table["source_path"]) == list(parquet["source_path"])
+    assert set(table["recording_id"]) == {"caf", "a-b", "HYPERLINK-1", "nan"}
+    assert str(inbox / "a\rb.wav") in set(table["source_path"])
+    assert {p.name for p in (out / "recordings").iterdir()} == {"caf", "a-b", "HYPERLINK-1", "nan"}
+    failures = read_csv(out / "failures.csv")
+    assert list(failures["input"]) == [str(inbox / "cut.wav")]
