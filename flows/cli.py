@@ -360,7 +360,8 @@ def main() -> None:
             if kind == "UsageError":
                 _usage_error(exc)
             elif kind == "ClickException":
-                typer.echo(f"emoflow: error: {' '.join(str(exc.format_message()).split())}", err=True)  # type: ignore[attr-defined]
+                message = " ".join(str(exc.format_message()).split())  # type: ignore[attr-defined]
+                typer.echo(f"emoflow: error: {message}", err=True)
                 sys.exit(getattr(exc, "exit_code", EXIT_USAGE))
             elif kind == "Abort":
                 raise KeyboardInterrupt from exc

@@ -495,8 +495,8 @@ def test_cli_refuses_empty_paths_and_devices(run_dir: Path, capsys, monkeypatch)
         assert code == 2 and len(lines) == 1 and lines[0].startswith("emoflow: error: ") and needle in lines[0], out
 
 
-@pytest.mark.parametrize("override", ["screen.threshold=True", "screen.threshold=false", "diarization.num_speakers=true",
-                                      "segmentation.min_s=yes", "denoise.n_fft=True",
+@pytest.mark.parametrize("override", ["screen.threshold=True", "screen.threshold=false",
+                                      "diarization.num_speakers=true", "segmentation.min_s=yes", "denoise.n_fft=True",
                                       "report.lowest_confidence_rows=false", "runner.retries=true"])
 def test_booleans_are_not_numbers(override: str) -> None:
     with pytest.raises(ConfigError, match="expected a number"):
