@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -50,17 +50,23 @@ def _config(config: Optional[Path], sets: list[str]):
 
 @app.command()
 def run(
-    inputs: list[Path] = typer.Argument(..., help="Audio files or folders (searched recursively)."),
+    # str, not Path: Path("") is "." and an empty argument (a variable that expanded to nothing)
+    # would silently mean the current folder
+    inputs: list[str] = typer.Argument(..., help="Audio files or folders (searched recursively)."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (default: configs/default.yaml)."),
-    out: Path = typer.Option(Path("runs/latest"), "--out", "-o", help="Run directory."),
+    out: str = typer.Option("runs/latest", "--out", "-o", help="Run directory."),
     set_: list[str] = typer.Option([], "--set", help="Override a config key: section.key=value (repeatable)."),
 ) -> None:
     """Analyse recordings: denoise, diarize, segment, emotion screen, drill down, export."""
+    if any(not p for p in inputs):
+        _fail("an empty input path (\"\") is not an input; name the files or folders (\".\" for this folder)")
+    if not out:
+        _fail("--out \"\": an empty path is not a run directory")
     cfg = _config(config, set_)
     from flows.pipeline import RunError, run_pipeline
 
     try:
-        summary = run_pipeline([str(p) for p in inputs], config=cfg, out_dir=out)
+        summary = run_pipeline(list(inputs), config=cfg, out_dir=Path(out))
     except RunError as exc:
         _fail(str(exc))
     typer.echo(summary.describe())
@@ -179,15 +185,18 @@ def cluster(
 
 @evaluate_app.command("diarization")
 def evaluate_diarization(
-    run_dir: Path = typer.Argument(...),
-    reference: Path = typer.Option(..., "--reference", help="Reference RTTM."),
-    uem: Optional[Path] = typer.Option(None, "--uem", help="Scored regions (UEM)."),
+    run_dir: str = typer.Argument(...),  # str: Path("") would be "."
+    reference: str = typer.Option(..., "--reference", help="Reference RTTM."),
+    uem: Optional[str] = typer.Option(None, "--uem", help="Scored regions (UEM)."),
 ) -> None:
     """DER, missed, false alarm and confusion per recording and in total."""
     from tasks.output.evaluate import EvaluationError, evaluate_diarization as evaluate, format_table
 
+    for flag, value in (("RUN_DIR", run_dir), ("--reference", reference), ("--uem", uem)):
+        if value is not None and not str(value):
+            _fail(f"{flag} \"\": an empty path")
     try:
-        table = evaluate(run_dir, reference, uem=uem)
+        table = evaluate(Path(run_dir), Path(reference), uem=Path(uem) if uem is not None else None)
     except EvaluationError as exc:
         _fail(str(exc))
     typer.echo(format_table(table))
@@ -318,11 +327,46 @@ def _log_internal_error(exc: BaseException) -> Path | None:
         return None
 
 
+def _click_kind(exc: BaseException) -> str | None:
+    """``UsageError``, ``ClickException`` or ``Abort`` when ``exc`` is one of click's (typer
+    vendors its own click, so the classes are told by name), else None."""
+    names = {k.__name__ for k in type(exc).__mro__}
+    return next((n for n in ("UsageError", "ClickException", "Abort") if n in names), None)
+
+
+def _usage_error(exc: Any) -> None:
+    """A wrong option or argument: one ``emoflow: error:`` line and a hint, exit 2 (click's
+    usage box would be a dozen lines)."""
+    if type(exc).__name__ == "NoArgsIsHelpError":  # `emoflow` or `emoflow models` alone: the help
+        exc.show()
+        sys.exit(exc.exit_code)
+    message = " ".join(str(exc.format_message()).split())
+    typer.echo(f"emoflow: error: {message}", err=True)
+    ctx = getattr(exc, "ctx", None)
+    command = ctx.command_path if ctx is not None else "emoflow"
+    typer.echo(f"Try '{command} --help'.", err=True)
+    sys.exit(EXIT_USAGE)
+
+
 def main() -> None:
-    """Console entry point: expected errors are one line (exit 2 or 1); an unexpected one is
-    one line too, with its traceback kept in a log file (``EMOFLOW_DEBUG=1`` shows it)."""
+    """Console entry point: expected errors are one line (exit 2 or 1), a wrong option or
+    argument too (and a hint line); an unexpected one is one line too, with its traceback kept
+    in a log file (``EMOFLOW_DEBUG=1`` shows it)."""
     try:
-        app()
+        try:
+            code = app(standalone_mode=False, prog_name="emoflow")
+        except Exception as exc:  # noqa: BLE001 - click's own errors first, the rest below
+            kind = _click_kind(exc)
+            if kind == "UsageError":
+                _usage_error(exc)
+            elif kind == "ClickException":
+                message = " ".join(str(exc.format_message()).split())  # type: ignore[attr-defined]
+                typer.echo(f"emoflow: error: {message}", err=True)
+                sys.exit(getattr(exc, "exit_code", EXIT_USAGE))
+            elif kind == "Abort":
+                raise KeyboardInterrupt from exc
+            raise
+        sys.exit(code if isinstance(code, int) else EXIT_OK)
     except KeyboardInterrupt:
         typer.echo("emoflow: interrupted", err=True)
         sys.exit(130)

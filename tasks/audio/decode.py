@@ -11,9 +11,11 @@ message that names the file and the cause.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
+import stat
 import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +25,7 @@ import numpy as np
 import soxr
 
 from tasks.core.config import AudioConfig
+from tasks.core.records import printable
 from tasks.core.timebase import SAMPLE_RATE
 
 class AudioError(Exception):
@@ -31,9 +34,9 @@ class AudioError(Exception):
     cause = "bad audio"
 
     def __init__(self, path: str | os.PathLike[str], detail: str = "") -> None:
-        self.path = str(path)
+        self.path = os.fsdecode(path)
         self.detail = detail
-        msg = f"{self.path}: {self.cause}"
+        msg = f"{printable(self.path)}: {self.cause}"  # a non-UTF-8 name: bytes shown as \xNN
         if detail:
             msg += f" ({detail})"
         super().__init__(msg)
@@ -61,6 +64,10 @@ class TooShortError(AudioError):
 
 class TooLongError(AudioError):
     cause = "too long"
+
+
+class ChangedInputError(AudioError):
+    cause = "changed while it was read; run again"
 
 
 class DecoderMissingError(AudioError):
@@ -117,12 +124,27 @@ def _require_ffmpeg(path: str) -> None:
         raise DecoderMissingError(path)
 
 
-def _first_error_line(stderr: str) -> str:
+def _first_error_line(stderr: str, url: str = "") -> str:
+    """ffmpeg's first message line without its ``[component]`` tag and without the file's
+    own URL (the error already names the file), printable whatever bytes the name holds."""
     for line in stderr.splitlines():
         line = line.strip()
         if line:
-            return line.split("] ", 1)[-1][:200]
+            line = line.split("] ", 1)[-1]
+            if url and line.startswith(url + ": "):
+                line = line[len(url) + 2:]
+            return printable(line)[:200]
     return ""
+
+
+def _os_reason(exc: OSError, path: Path) -> str:
+    if exc.errno == errno.ELOOP:
+        return "symlink loop"
+    if exc.errno == errno.ENOENT:
+        return "broken symbolic link" if path.is_symlink() else "no such file"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    return exc.strerror or str(exc)
 
 
 def probe(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -132,31 +154,32 @@ def probe(path: str | os.PathLike[str]) -> dict[str, Any]:
     """
     p = Path(path)
     try:
-        if not p.exists():
-            raise UnreadableInputError(p, "no such file")
-        if p.is_dir():
+        st = os.stat(p)
+        if stat.S_ISDIR(st.st_mode):
             raise UnreadableInputError(p, "is a directory")
-        size = p.stat().st_size
+        if not stat.S_ISREG(st.st_mode):
+            raise UnreadableInputError(p, "not a regular file")
+        size = st.st_size
         with open(p, "rb") as fh:
             head = fh.read(16)
-    except PermissionError:
-        raise UnreadableInputError(p, "permission denied") from None
     except OSError as exc:
-        raise UnreadableInputError(p, exc.strerror or str(exc)) from None
+        raise UnreadableInputError(p, _os_reason(exc, p)) from None
     if size == 0:
         raise EmptyAudioError(p, "0 bytes")
     _require_ffmpeg(str(p))
     proc = subprocess.run(
         ["ffprobe", "-v", "error", "-print_format", "json", "-show_format", "-show_streams", _ffmpeg_url(p)],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True, timeout=60,
     )
+    stdout = proc.stdout.decode("utf-8", "replace")  # tags in any encoding
+    stderr = proc.stderr.decode("utf-8", "surrogateescape")  # names the file, whatever its bytes
     container_ok = _looks_like_audio_container(head)
     if proc.returncode != 0:
-        reason = _first_error_line(proc.stderr) or "ffprobe failed"
+        reason = _first_error_line(stderr, _ffmpeg_url(p)) or "ffprobe failed"
         if container_ok:
             raise CorruptAudioError(p, reason)
         raise NotAudioError(p, reason)
-    info = json.loads(proc.stdout or "{}")
+    info = json.loads(stdout or "{}")
     streams = [s for s in info.get("streams", []) if s.get("codec_type") == "audio"]
     if not streams:
         fmt = info.get("format", {}).get("format_name", "unknown")
@@ -167,6 +190,117 @@ def probe(path: str | os.PathLike[str]) -> dict[str, Any]:
     if fmt.get("format_name") in ("tty", "image2", "png_pipe", "jpeg_pipe", "txt"):
         raise NotAudioError(p, f"detected {fmt.get('format_name')}")
     return {"stream": streams[0], "format": fmt, "container_ok": container_ok}
+
+
+_W64_RIFF_TAIL = bytes.fromhex("2e91cf11a5d628db04c10000")  # the Wave64 "riff" GUID after its 4 letters
+_HEADER_SCAN = 64
+"""Most chunks read before the data chunk when parsing a container's header."""
+
+
+def declared_duration(path: str | os.PathLike[str]) -> float | None:
+    """The duration a file's header declares for its audio data, from the container's own
+    chunks: WAV (RIFF, RF64/BW64 with its ``ds64`` size), Wave64 and CAF (linear PCM). None when
+    the container is another one or declares no size (a streamed header: 0 or all ones).
+
+    ffprobe clamps these containers' durations to the bytes present (a WAV cut at 3 s of a
+    declared 6 s reports 3 s), so a truncated file cannot be told from ffprobe's figure alone;
+    the declared size of the data chunk tells it.
+    """
+    import struct
+
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+            if len(head) < 12:
+                return None
+            if head[:4] in (b"RIFF", b"RF64", b"BW64") and head[8:12] == b"WAVE":
+                return _riff_duration(fh, rf64=head[:4] != b"RIFF")
+            if head[:4] == b"riff" and fh.seek(0) == 0 and fh.read(16)[4:16] == _W64_RIFF_TAIL:
+                return _w64_duration(fh)
+            if head[:4] == b"caff":
+                fh.seek(8)
+                return _caf_duration(fh)
+    except (OSError, struct.error, ValueError, ZeroDivisionError):
+        return None
+    return None
+
+
+def _per_second(byte_rate: float, size: int, *, unknown: tuple[int, ...]) -> float | None:
+    if size in unknown or byte_rate <= 0:
+        return None
+    return size / byte_rate
+
+
+def _riff_duration(fh: Any, *, rf64: bool) -> float | None:
+    import struct
+
+    fh.seek(12)
+    byte_rate, data_size = 0, None
+    for _ in range(_HEADER_SCAN):
+        header = fh.read(8)
+        if len(header) < 8:
+            break
+        cid, size = header[:4], struct.unpack("<I", header[4:])[0]
+        if cid == b"ds64":
+            body = fh.read(size)
+            data_size = struct.unpack("<Q", body[8:16])[0]
+            size = 0
+        elif cid == b"fmt ":
+            body = fh.read(size)
+            byte_rate = struct.unpack("<I", body[8:12])[0]
+            size = 0
+        elif cid == b"data":
+            if not (rf64 and size == 0xFFFFFFFF and data_size is not None):
+                data_size = size
+            return _per_second(byte_rate, data_size, unknown=(0, 0xFFFFFFFF))
+        fh.seek(size + (size & 1), os.SEEK_CUR)
+    return None
+
+
+def _w64_duration(fh: Any) -> float | None:
+    import struct
+
+    fh.seek(40)  # riff GUID (16) + size (8) + wave GUID (16)
+    byte_rate = 0
+    for _ in range(_HEADER_SCAN):
+        header = fh.read(24)
+        if len(header) < 24:
+            break
+        cid, size = header[:4], struct.unpack("<Q", header[16:24])[0]
+        body_size = size - 24
+        if body_size < 0:
+            break
+        if cid == b"fmt ":
+            body = fh.read(body_size)
+            byte_rate = struct.unpack("<I", body[8:12])[0]
+            body_size = 0
+        elif cid == b"data":
+            return _per_second(byte_rate, body_size, unknown=(0,))
+        fh.seek(body_size + (-size % 8), os.SEEK_CUR)
+    return None
+
+
+def _caf_duration(fh: Any) -> float | None:
+    import struct
+
+    byte_rate = 0.0
+    for _ in range(_HEADER_SCAN):
+        header = fh.read(12)
+        if len(header) < 12:
+            break
+        cid, size = header[:4], struct.unpack(">q", header[4:])[0]
+        if cid == b"desc":
+            body = fh.read(size)
+            rate, fmt_id, _flags, bytes_per_packet, frames_per_packet = struct.unpack(">d4sIII", body[:24])
+            if fmt_id == b"lpcm" and bytes_per_packet and frames_per_packet:
+                byte_rate = rate * bytes_per_packet / frames_per_packet
+            size = 0
+        elif cid == b"data":
+            return _per_second(byte_rate, size - 4, unknown=(-5,)) if size >= 4 else None  # -1: unknown size
+        if size < 0:
+            break
+        fh.seek(size, os.SEEK_CUR)
+    return None
 
 
 def _to_float(value: Any) -> float | None:
@@ -270,6 +404,9 @@ def _decode(
     if sr_in <= 0 or channels <= 0:
         raise CorruptAudioError(p, "no sample rate or channel count in the audio stream")
     header_duration = _to_float(stream.get("duration")) or _to_float(fmt.get("duration"))
+    declared = declared_duration(p)  # ffprobe clamps WAV/W64/CAF durations to the bytes present
+    if declared is not None and (header_duration is None or declared > header_duration):
+        header_duration = declared
     if header_duration is not None and header_duration > cfg.max_duration_s * 1.01:
         raise TooLongError(p, f"{header_duration:.1f} s > audio.max_duration_s={cfg.max_duration_s:g}")
 
@@ -288,6 +425,7 @@ def _decode(
     n_in = 0
     leftover = b""
     too_long = False
+    non_finite = 0
     assert proc.stdout is not None and proc.stderr is not None
     try:
         while True:
@@ -298,6 +436,10 @@ def _decode(
             usable = len(chunk) - len(chunk) % frame_bytes
             leftover = chunk[usable:]
             frames = np.frombuffer(chunk[:usable], dtype="<f4").reshape(-1, channels)
+            bad = ~np.isfinite(frames)
+            if bad.any():  # NaN/inf (float WAVs can hold them) would spread through the resampler
+                non_finite += int(bad.sum())
+                frames = np.where(bad, np.float32(0), frames)
             n_in += frames.shape[0]
             if n_in > max_in_samples:
                 too_long = True
@@ -314,7 +456,7 @@ def _decode(
         if too_long:
             proc.kill()
         proc.stdout.close()
-        stderr = proc.stderr.read().decode("utf-8", "replace")
+        stderr = proc.stderr.read().decode("utf-8", "surrogateescape")
         proc.stderr.close()
         proc.wait()
     if too_long:
@@ -335,13 +477,15 @@ def _decode(
         at += len(piece)
         del piece
     duration = n_in / sr_in
-    decode_error = _first_error_line(stderr) if proc.returncode != 0 or stderr.strip() else ""
+    decode_error = _first_error_line(stderr, _ffmpeg_url(p)) if proc.returncode != 0 or stderr.strip() else ""
     if n_in == 0:
         if proc.returncode != 0:
             raise CorruptAudioError(p, decode_error or "decoder failed")
         raise EmptyAudioError(p, "the audio stream has no samples")
 
     warnings: list[str] = []
+    if non_finite:
+        warnings.append(f"{non_finite} non-finite sample(s) (NaN or infinity) replaced by silence")
     truncated = False
     if header_duration is not None and header_duration - duration > max(0.1, 0.02 * header_duration):
         truncated = True

@@ -12,11 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import unicodedata
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[2] / "configs" / "default.yaml"
 
@@ -25,8 +26,29 @@ class ConfigError(ValueError):
     """A config file or an override is invalid; the message is one line for the user."""
 
 
+def _numeric(annotation: Any) -> bool:
+    """Whether a field holds a number (``float``, ``int``, or either or None)."""
+    import typing
+
+    if annotation in (float, int):
+        return True
+    args = typing.get_args(annotation)
+    return bool(args) and all(a in (float, int, type(None)) for a in args) and any(a in (float, int) for a in args)
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bools_as_numbers(cls, data: Any) -> Any:
+        """``true``/``false`` for a number is a mistake (pydantic would take True as 1.0)."""
+        if isinstance(data, dict):
+            for name, value in data.items():
+                field = cls.model_fields.get(name)
+                if isinstance(value, bool) and field is not None and _numeric(field.annotation):
+                    raise ValueError(f"{name}: expected a number, got {str(value).lower()}")
+        return data
 
 
 class AudioConfig(_Section):
@@ -41,6 +63,14 @@ class AudioConfig(_Section):
             ".wma", ".aif", ".aiff", ".au", ".caf",
         ]
     )
+
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "AudioConfig":
+        if self.min_duration_s > self.max_duration_s:
+            raise ValueError(f"min_duration_s ({self.min_duration_s:g}) is greater than max_duration_s "
+                             f"({self.max_duration_s:g})")
+        return self
 
 
 class DenoiseConfig(_Section):
@@ -132,21 +162,49 @@ class DiarizationConfig(_Section):
     known_threshold: float = Field(0.5, gt=-1, lt=1)
     link_threshold: float = Field(0.55, gt=-1, lt=1)
 
-    @model_validator(mode="after")
-    def _channel_names(self) -> "DiarizationConfig":
-        names = self.channel_names
-        if names is not None:
-            if not names or any(not str(n).strip() for n in names):
-                raise ValueError("channel_names must be non-empty names")
-            if len(set(names)) < len(names):
-                raise ValueError(f"channel_names repeats a name: {names}")
-        return self
+    @field_validator("channel_names", mode="after")
+    @classmethod
+    def _channel_names(cls, names: list[str] | None) -> list[str] | None:
+        """Any Unicode name (spaces inside included), NFC-normalised; refused: empty, surrounding
+        spaces, control/format characters or line breaks (they would split tables and logs), ``+``
+        (it joins the speakers of an overlap, ``A+B``), and repeats."""
+        if names is None:
+            return None
+        if not names:
+            raise ValueError("channel_names must name at least one channel")
+        out = []
+        for name in names:
+            name = unicodedata.normalize("NFC", name)
+            why = None
+            if not name.strip():
+                why = "empty"
+            elif name != name.strip():
+                why = "starts or ends with a space"
+            elif any(unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp") for ch in name):
+                why = "contains a control character or line break"
+            elif "+" in name:
+                why = "contains '+', which joins the speakers of an overlap"
+            elif len(name) > 100:
+                why = "longer than 100 characters"
+            if why:
+                raise ValueError(f"channel name {name!r} is not valid ({why})")
+            out.append(name)
+        if len(set(out)) < len(out):
+            raise ValueError(f"channel_names repeats a name: {out}")
+        return out
 
     @model_validator(mode="after")
     def _speaker_bounds(self) -> "DiarizationConfig":
-        lo, hi = self.min_speakers, self.max_speakers
+        lo, hi, n = self.min_speakers, self.max_speakers, self.num_speakers
         if lo is not None and hi is not None and lo > hi:
             raise ValueError(f"min_speakers ({lo}) is greater than max_speakers ({hi})")
+        if n is not None and lo is not None and n < lo:
+            raise ValueError(f"num_speakers ({n}) is less than min_speakers ({lo})")
+        if n is not None and hi is not None and n > hi:
+            raise ValueError(f"num_speakers ({n}) is greater than max_speakers ({hi})")
+        if self.vad_offset > self.vad_onset:
+            raise ValueError(f"vad_offset ({self.vad_offset:g}) is greater than vad_onset ({self.vad_onset:g}): "
+                             "speech would end above the level it starts at")
         return self
 
 
@@ -158,6 +216,8 @@ class SegmentationConfig(_Section):
 
     @model_validator(mode="after")
     def _bounds(self) -> "SegmentationConfig":
+        if self.min_s > self.max_s:
+            raise ValueError(f"min_s ({self.min_s:g}) is greater than max_s ({self.max_s:g})")
         if self.max_s < 2 * self.min_s:
             raise ValueError(
                 f"max_s ({self.max_s}) must be at least twice min_s ({self.min_s}) "
@@ -349,7 +409,9 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: list[str]
     except ValidationError as exc:
         where = "--set" if overrides and source == "defaults" else source
         if overrides:
-            where = f"{source} with --set {' '.join(overrides)}"
+            shown = "".join(ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape", "backslashreplace")
+                            .decode("ascii") for ch in " ".join(overrides))  # one line, whatever was typed
+            where = f"{source} with --set {shown}"
         raise ConfigError(f"invalid config ({where}): {_one_line(exc)}") from None
 
 

@@ -8,6 +8,7 @@ without pickling.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import unicodedata
 from dataclasses import asdict, dataclass, field, fields
@@ -58,14 +59,45 @@ class _Record:
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
+def printable(text: str) -> str:
+    """``text`` with lone surrogates (the undecodable bytes of a file name, as Python decodes
+    them with ``surrogateescape``) written as ``\\xNN``: always encodable as UTF-8 (JSON, CSV,
+    Parquet, logs, the Prefect API), and unchanged for any valid text."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 @dataclass(frozen=True)
 class Recording(_Record):
     """One input file: its run-unique id, where it was read from and its content hash (which
-    keys every artefact made from it). Decoded facts (duration, format) are the load stage's."""
+    keys every artefact made from it). Decoded facts (duration, format) are the load stage's.
+
+    ``source_path`` is the path as every table, manifest and log shows it: the raw path, except
+    that a name which is not valid UTF-8 shows its undecodable bytes as ``\\xNN``
+    (:func:`printable`); ``source_bytes`` then holds the raw path's bytes in hex, and
+    :attr:`open_path` is the path to open."""
 
     recording_id: str
     source_path: str
     sha256: str
+    source_bytes: str = ""
+
+    @classmethod
+    def from_path(cls, recording_id: str, path: str | os.PathLike[str], sha256: str) -> "Recording":
+        """The record of the file at ``path`` (any name the file system holds)."""
+        raw = os.fspath(path)
+        if isinstance(raw, bytes):
+            raw = os.fsdecode(raw)
+        shown = printable(raw)
+        return cls(recording_id, shown, sha256, "" if shown == raw else os.fsencode(raw).hex())
+
+    @property
+    def open_path(self) -> str:
+        """The path to open (the raw name, which ``source_path`` may show escaped)."""
+        return os.fsdecode(bytes.fromhex(self.source_bytes)) if self.source_bytes else self.source_path
 
 
 @dataclass(frozen=True)
@@ -140,14 +172,21 @@ class EmotionResult(_Record):
 
 _ID_UNSAFE = re.compile(r"[^\w.-]+")  # \w is Unicode-aware: letters of any script stay
 _ID_MAX = 80
+_NEVER_IN_IDS = ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp", "Zs")
+"""Unicode categories no id ever holds: controls (NUL, CR, LF, tab...), formats (bidi marks,
+zero-width joiners), surrogates (undecodable bytes of a file name), private and unassigned code
+points, and separators. They are replaced before the Unicode-aware substitution, so this holds
+whatever ``\w`` matches."""
 
 
 def make_recording_id(stem: str) -> str:
-    """A folder-, URL- and RTTM-safe id from a file stem or path: Unicode letters, digits,
-    ``_``, ``.`` and ``-`` are kept (NFC-normalised), anything else becomes ``-``; no leading
-    or trailing ``-``/``.`` (so never an option-like or hidden name); never empty."""
-    text = unicodedata.normalize("NFC", stem)
-    rid = _ID_UNSAFE.sub("-", text).strip("-.")[:_ID_MAX].strip("-.")
+    """A folder-, URL-, CSV- and RTTM-safe id from a file stem or path: Unicode letters, digits,
+    ``_``, ``.`` and ``-`` are kept (NFC-normalised), anything else becomes ``-`` (control and
+    format characters, separators, undecodable bytes of a file name: :data:`_NEVER_IN_IDS`); no
+    leading or trailing ``-``/``.`` (so never an option-like or hidden name, nor a formula in a
+    spreadsheet); never empty."""
+    text = "".join(" " if unicodedata.category(ch) in _NEVER_IN_IDS else ch for ch in str(stem))
+    rid = _ID_UNSAFE.sub("-", unicodedata.normalize("NFC", text)).strip("-.")[:_ID_MAX].strip("-.")
     return rid or "recording"
 
 

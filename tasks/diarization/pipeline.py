@@ -29,6 +29,7 @@ a second time. Loaded models and pipelines are cached per process.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import threading
 from dataclasses import dataclass
@@ -532,5 +533,3 @@ def diarize(
     if hook is not None:
         hook.report(1.0)
     return DiarizationResult(annotation, exclusive, config.exclude_overlap)
-
-

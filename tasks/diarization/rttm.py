@@ -6,7 +6,9 @@ text does not pay for it at start-up.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +20,39 @@ if TYPE_CHECKING:
 ANONYMOUS_URI = "recording"
 """The RTTM file id inside content-keyed diarization artefacts (they hold no recording name);
 :func:`rename_rttm` gives an exported RTTM the recording's id."""
+
+
+def _needs_escape(ch: str) -> bool:
+    import unicodedata
+
+    return ch == "%" or ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp", "Zs", "Cs")
+
+
+def rttm_label(label: str) -> str:
+    """A speaker label as an RTTM field (which cannot hold whitespace): ``%``, whitespace,
+    control and format characters percent-encoded as UTF-8 (``call agent`` → ``call%20agent``);
+    any other label unchanged. :func:`label_from_rttm` is its inverse."""
+    label = str(label)
+    if not any(_needs_escape(ch) for ch in label):
+        return label
+    return "".join("".join(f"%{b:02X}" for b in ch.encode("utf-8", "surrogatepass")) if _needs_escape(ch) else ch
+                   for ch in label)
+
+
+def label_from_rttm(field: str) -> str:
+    """The speaker label of an RTTM field (:func:`rttm_label` undone). Only escapes that
+    :func:`rttm_label` makes are decoded: a reference RTTM's ``spk%41`` stays ``spk%41``."""
+    if "%" not in field:
+        return field
+
+    def decode(match: "re.Match[str]") -> str:
+        try:
+            text = bytes.fromhex(match.group(0).replace("%", "")).decode("utf-8", "surrogatepass")
+        except UnicodeDecodeError:
+            return match.group(0)
+        return text if all(_needs_escape(ch) for ch in text) else match.group(0)
+
+    return re.sub(r"(?:%[0-9A-F]{2})+", decode, field)
 
 
 def rename_rttm(text: str, *, uri: str, speakers: dict[str, str] | None = None) -> str:
@@ -40,7 +75,7 @@ def to_rttm(annotation: Annotation, *, uri: str) -> str:
     for seg, _, label in sorted(annotation.itertracks(yield_label=True), key=lambda t: (t[0].start, t[0].end, str(t[2]))):
         if seg.duration <= 0:
             continue
-        lab = str(label).replace(" ", "_")
+        lab = rttm_label(label)
         lines.append(f"SPEAKER {uri} 1 {seg.start:.3f} {seg.duration:.3f} <NA> <NA> {lab} <NA> <NA>")
     return "".join(line + "\n" for line in lines)
 
@@ -66,8 +101,17 @@ def parse_rttm(text: str, *, source: str = "<rttm>") -> dict[str, Annotation]:
             continue
         if len(parts) < 8:
             raise ValueError(f"{source}:{n}: malformed RTTM line")
-        uri, start, dur, label = parts[1], float(parts[3]), float(parts[4]), parts[7]
+        try:
+            start, dur = float(parts[3]), float(parts[4])
+        except ValueError:
+            raise ValueError(f"{source}:{n}: onset {parts[3]!r} or duration {parts[4]!r} is not a number") from None
+        if not (math.isfinite(start) and math.isfinite(dur)) or start < 0 or dur < 0:
+            raise ValueError(f"{source}:{n}: onset {parts[3]} and duration {parts[4]} must be finite and not "
+                             "negative")
+        uri, label = parts[1], label_from_rttm(parts[7])
         ann = out.setdefault(uri, Annotation(uri=uri))
+        if dur == 0:
+            continue  # an empty turn holds no speech
         seg = Segment(start, start + dur)
         ann[seg, ann.new_track(seg)] = label
     return out

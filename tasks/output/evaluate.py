@@ -13,6 +13,7 @@ by the extent of reference and hypothesis.
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from pathlib import Path
 
@@ -28,11 +29,32 @@ class EvaluationError(ValueError):
     """The inputs cannot be evaluated; the message is one line for the user."""
 
 
+def _check_file(path: Path, kind: str) -> None:
+    """One line naming ``path`` and why it cannot be a ``kind`` file (missing, a symlink loop,
+    a folder, a device or pipe)."""
+    import errno
+    import stat
+
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            why = "symlink loop"
+        elif exc.errno == errno.ENOENT:
+            why = "broken symbolic link" if path.is_symlink() else "not found"
+        else:
+            why = f"cannot be read ({exc.strerror or exc})"
+        raise EvaluationError(f"{path}: {kind} file {why}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise EvaluationError(f"{path}: a folder, not an {kind} file")
+    if not stat.S_ISREG(st.st_mode):
+        raise EvaluationError(f"{path}: not a regular file (a device, pipe or socket), not an {kind} file")
+
+
 def _load_rttm(path: Path) -> dict:
     from tasks.diarization.rttm import read_rttm
 
-    if not path.is_file():
-        raise EvaluationError(f"{path}: RTTM file not found")
+    _check_file(path, "RTTM")
     try:
         return read_rttm(path)  # file ids and labels stay strings ("0001" is not 1)
     except (ValueError, OSError, UnicodeDecodeError) as exc:
@@ -102,8 +124,7 @@ def evaluate_diarization(run_dir: str | Path, reference_rttm: str | Path, *,
     refs = _load_rttm(Path(reference_rttm))
     uems = {}
     if uem is not None:
-        if not Path(uem).is_file():
-            raise EvaluationError(f"{uem}: UEM file not found")
+        _check_file(Path(uem), "UEM")
         try:
             uems = load_uem(str(uem))
         except Exception as exc:  # noqa: BLE001

@@ -11,8 +11,6 @@ Per run, :func:`write_run_tables` gathers those into ``segments.parquet`` / ``.c
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 from pathlib import Path
@@ -23,8 +21,9 @@ import numpy as np
 import pandas as pd
 
 from tasks.core.config import ExportConfig
+from tasks.core.csvsafe import unguard, write_csv, write_rows
 from tasks.core.records import EMOTIONS, EmotionResult, Recording, Segment
-from tasks.core.storage import atomic_write_text, atomic_write_with
+from tasks.core.storage import atomic_write_with
 
 SCORE_COLUMNS = [f"score_{e}" for e in EMOTIONS]
 TABLE_COLUMNS = [
@@ -70,8 +69,13 @@ def coerce_table(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def read_table_csv(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """Read a segments CSV back with its types (ids never parsed as numbers or NaN)."""
-    return coerce_table(pd.read_csv(path, dtype=str, keep_default_na=False))
+    """Read a segments CSV back with its types (ids never parsed as numbers or NaN; the
+    formula guard of text cells removed, :mod:`tasks.core.csvsafe`)."""
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    for c in table.columns:
+        if c in STRING_COLUMNS:
+            table[c] = table[c].map(unguard)
+    return coerce_table(table)
 
 
 def wants_embedding(policy: str, *, confidence: float, threshold: float) -> bool:
@@ -216,7 +220,8 @@ def export_recording(
                 rec["embedding_exported"] = True
                 n_emb += 1
         table.append(rec)
-    pd.DataFrame(table, columns=RECORDING_TABLE_COLUMNS).to_csv(folder / "segments.csv", index=False)
+    write_csv(pd.DataFrame(table, columns=RECORDING_TABLE_COLUMNS), folder / "segments.csv",
+              text_columns=[c for c in RECORDING_TABLE_COLUMNS if c in STRING_COLUMNS])
     if config.denoised_audio and denoised is not None:
         write_wav(folder / "denoised.wav", np.asarray(denoised(), np.float32), sample_rate=SAMPLE_RATE)
     facts = {"segments": len(table), "segment_json": len(results), "frames": n_frames, "embeddings": n_emb}
@@ -259,19 +264,15 @@ def write_run_tables(out_dir: Path, recording_ids: Iterable[str], *, csv_too: bo
     atomic_write_npy(out_dir / "embeddings.npy", emb)
     index = table.loc[table["embedding_row"].notna(), ["segment_id", "embedding_row"]].rename(
         columns={"embedding_row": "row"})
-    atomic_write_text(out_dir / "embeddings_index.csv", index.to_csv(index=False))
+    write_csv(index, out_dir / "embeddings_index.csv", text_columns=["segment_id"])
     atomic_write_with(out_dir / "segments.parquet",
                       lambda tmp: table.to_parquet(tmp, index=False, schema=table_schema()))
     if csv_too:
-        atomic_write_text(out_dir / "segments.csv", table.to_csv(index=False))
+        write_csv(table, out_dir / "segments.csv", text_columns=STRING_COLUMNS)
     return table
 
 
 def write_failures(out_dir: Path, failures: list[dict[str, str]]) -> Path:
     """``failures.csv``: input, stage, error, message (header only when nothing failed)."""
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=FAILURE_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for f in failures:
-        writer.writerow({k: str(f.get(k, "")).replace("\n", " ") for k in FAILURE_COLUMNS})
-    return atomic_write_text(out_dir / "failures.csv", buf.getvalue())
+    return write_rows(out_dir / "failures.csv", FAILURE_COLUMNS,
+                      ({**f, "message": " ".join(str(f.get("message", "")).splitlines())} for f in failures))

@@ -15,7 +15,7 @@ from typing import Iterable, Literal
 import numpy as np
 import pandas as pd
 
-from tasks.core.storage import atomic_write_bytes, atomic_write_text
+from tasks.core.storage import atomic_write_bytes
 
 META_COLUMNS = ["run", "segment_id", "recording_id", "speaker", "start", "end", "label", "confidence"]
 
@@ -49,7 +49,9 @@ def _load_one(run: Path) -> tuple[pd.DataFrame, np.ndarray]:
         if len(idx) and (idx["row"].max() >= len(emb) or idx["row"].min() < 0):
             raise EmbeddingError(f"{run}: embeddings_index.csv points past embeddings.npy ({len(emb)} rows)")
         vectors = emb[idx["row"].to_numpy(dtype=int)] if len(idx) else np.zeros((0, emb.shape[-1] if emb.ndim == 2 else 0))
-        ids = idx["segment_id"].tolist()
+        from tasks.core.csvsafe import unguard
+
+        ids = [unguard(i) for i in idx["segment_id"].tolist()]
     else:
         files = sorted((run / "recordings").glob("*/embeddings/*.npy"))
         ids = [f.stem for f in files]
@@ -162,7 +164,9 @@ def cluster(run_dirs: str | Path | Iterable[str | Path], *, k: int | Literal["au
     table["pc1"], table["pc2"] = proj[:, 0], proj[:, 1]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "clusters.csv", table.to_csv(index=False))
+    from tasks.core.csvsafe import write_csv
+
+    write_csv(table, out / "clusters.csv")  # text quoted, formula-like cells guarded
     atomic_write_bytes(out / "clusters.png", _cluster_png(table, k_final, sil))
     table.attrs.update(k=k_final, silhouette=sil, silhouettes=scores)
     return table

@@ -8,9 +8,12 @@ exports. Every path that cannot be an input becomes one failure row naming the p
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
+
+from tasks.core.records import printable
 
 RUN_MARKER = ".emoflow"
 """The folder every run directory holds (artefacts, lock); its presence marks a run directory."""
@@ -22,8 +25,24 @@ def is_run_dir(path: str | os.PathLike[str]) -> bool:
 
 
 def input_failure(path: str, message: str) -> dict[str, str]:
-    """The failures-table row of an input that cannot be read: ``<path>: <message>``."""
-    return {"input": path, "stage": "load", "error": "UnreadableInputError", "message": f"{path}: {message}"}
+    """The failures-table row of an input that cannot be read: ``<path>: <message>`` (a name that
+    is not valid UTF-8 shown with its bytes as ``\\xNN``)."""
+    shown = printable(os.fsdecode(path))
+    return {"input": shown, "stage": "load", "error": "UnreadableInputError", "message": f"{shown}: {message}"}
+
+
+def os_reason(exc: OSError, path: str | os.PathLike[str]) -> str:
+    """Why ``path`` cannot be read, in words: a symlink loop and a broken link are told apart
+    from a missing file."""
+    if exc.errno == errno.ELOOP:
+        return "symlink loop (too many levels of symbolic links)"
+    if exc.errno == errno.ENOENT:
+        return "broken symbolic link" if os.path.islink(path) else "no such file or directory"
+    if exc.errno == errno.ENAMETOOLONG:
+        return "file name too long"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    return exc.strerror or str(exc)
 
 
 def _not_regular(mode: int) -> str:
@@ -60,14 +79,13 @@ def discover_inputs(inputs: list[str], *, extensions: list[str],
     files: list[Path] = []
     failures: list[dict[str, str]] = []
     for raw in inputs:
+        if not os.fspath(raw):
+            failures.append(input_failure("", "an empty path is not an input (not even the current folder)"))
+            continue
         try:
             st = os.stat(raw)
-        except FileNotFoundError:
-            reason = "broken symbolic link" if os.path.islink(raw) else "no such file or directory"
-            failures.append(input_failure(raw, f"cannot read file ({reason})"))
-            continue
         except OSError as exc:
-            failures.append(input_failure(raw, f"cannot read file ({exc.strerror or exc})"))
+            failures.append(input_failure(raw, f"cannot read file ({os_reason(exc, raw)})"))
             continue
         if stat.S_ISDIR(st.st_mode):
             if os.path.realpath(raw) in excluded or is_run_dir(raw):
@@ -81,6 +99,7 @@ def discover_inputs(inputs: list[str], *, extensions: list[str],
                 files.append(Path(raw))
         else:
             failures.append(input_failure(raw, _not_regular(st.st_mode)))
+    failures = list({(f["input"], f["message"]): f for f in failures}.values())  # a path given twice: one row
     seen: set[str] = set()
     unique = []
     for f in files:
@@ -95,7 +114,8 @@ def _walk(root: Path, *, exts: set[str], excluded: set[str], failures: list[dict
     found: list[Path] = []
 
     def on_error(exc: OSError) -> None:
-        failures.append(input_failure(str(exc.filename or root), f"cannot read folder ({exc.strerror or exc})"))
+        where = exc.filename or root
+        failures.append(input_failure(os.fsdecode(where), f"cannot read folder ({os_reason(exc, where)})"))
 
     for folder, dirs, names in os.walk(root, onerror=on_error):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".")
@@ -108,7 +128,7 @@ def _walk(root: Path, *, exts: set[str], excluded: set[str], failures: list[dict
             try:
                 mode = os.stat(path).st_mode
             except OSError as exc:
-                failures.append(input_failure(str(path), f"cannot read file ({exc.strerror or exc})"))
+                failures.append(input_failure(str(path), f"cannot read file ({os_reason(exc, path)})"))
                 continue
             if stat.S_ISREG(mode):
                 found.append(path)

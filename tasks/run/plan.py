@@ -11,7 +11,7 @@ from typing import Any
 
 from tasks.core.config import Config
 from tasks.core.errors import RunError
-from tasks.core.records import Recording, assign_recording_ids
+from tasks.core.records import Recording, assign_recording_ids, printable
 from tasks.core.storage import sha256_file
 from tasks.models.vetting import resolve_models
 from tasks.pipeline.job import DEFAULT_REGISTRY, RecordingJob
@@ -23,7 +23,8 @@ def plan_run(inputs: list[str], *, config: Config, out_dir: str | os.PathLike[st
     """Find the inputs and resolve the models (fail fast); writes nothing."""
     files, failures = discover_inputs(inputs, extensions=config.audio.extensions, exclude=[Path(out_dir)])
     if not files and not failures:
-        raise RunError(f"no audio files found in {' '.join(inputs)} (extensions: {' '.join(config.audio.extensions)})")
+        shown = " ".join(printable(str(i)) for i in inputs)
+        raise RunError(f"no audio files found in {shown} (extensions: {' '.join(config.audio.extensions)})")
     return {"files": files, "failures": failures, "models": resolve_models(config)}
 
 
@@ -51,7 +52,7 @@ def prepare_run(inputs: list[str], *, config: Config, out_dir: str | os.PathLike
     ids = assign_recording_ids([f.as_posix() for f, _ in readable])
     plain = config.to_plain()
     stages = load_registry(registry)
-    jobs = [RecordingJob(recording=Recording(recording_id=rid, source_path=str(f), sha256=sha), out_dir=str(out),
+    jobs = [RecordingJob(recording=Recording.from_path(rid, f, sha), out_dir=str(out),
                          config=plain,
                          keys=stages.compute_keys(sha256=sha, config=config, models=models), models=models,
                          registry=registry)
