@@ -75,7 +75,8 @@ def main() -> None:
                          if s["status"] == "computed"})
 
     audio_s = sum(i["duration"] or 0 for i in cold["inputs"])
-    print(f"audio: {audio_s:.1f} s in {len(files)} files")
+    print(f"audio: {audio_s:.1f} s in {len(files)} files; real-time factor of the cold run "
+          f"{cold_wall / audio_s:.3f} (wall / audio)")
     print(f"cold run: wall {cold_wall:.2f} s, stage compute {cold_stage:.2f} s, "
           f"wall/compute {cold_wall / cold_stage:.3f} (target <= 1.25 with a running server)")
     for stage in ("load", "denoise", "diarize", "segment", "emotion", "screen", "export"):

@@ -160,6 +160,8 @@ def similar(
         table = find_similar([run_dir, *runs], segment_id, top=top)
     except EmbeddingError as exc:
         _fail(str(exc))
+    if "text" in table.columns:  # what was said, shortened to keep one line per segment
+        table["text"] = table["text"].fillna("").map(lambda t: t if len(t) <= 60 else t[:59] + "…")
     typer.echo(table.to_string(index=False))
 
 
@@ -241,7 +243,8 @@ def models_verify(
     except RunError as exc:
         _fail(str(exc))
     for name, facts in models.items():
-        typer.echo(f"{name:<13} {facts['id']:<52} sha256={facts['sha256'][:16]}… {facts['path']}")
+        test = "  (randomly initialised TEST model)" if facts.get("is_test_model") else ""
+        typer.echo(f"{name:<13} {facts['id']:<52} sha256={facts['sha256'][:16]}… {facts['path']}{test}")
 
 
 _SPEAKERS_HELP = "Speakers directory (default $EMOFLOW_SPEAKERS_DIR or ~/.local/share/emoflow/speakers)."

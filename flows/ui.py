@@ -197,11 +197,15 @@ class Analyser:
         scored = [s for s in segments if s.status == "ok"]
         if not scored:
             return None
+        folder = job.recording_dir
+        transcript = folder / "transcript.json"  # what was said in every row, scored or not
+        said = ({d["segment_id"]: d["text"] for d in json.loads(transcript.read_text(encoding="utf-8"))["segments"]}
+                if transcript.is_file() else {})
         skipped = [{"segment_id": s.segment_id, "speaker": s.speaker, "start": round(s.start, 3),
-                    "end": round(s.end, 3), "status": s.status} for s in segments if s.status != "ok"]
+                    "end": round(s.end, 3), "status": s.status, "text": said.get(s.segment_id, "")}
+                   for s in segments if s.status != "ok"]
         if skipped:
             notes.append(f"{len(skipped)} segment(s) not scored (too short or overlapped speech)")
-        folder = job.recording_dir
         docs = [json.loads((folder / "segments" / f"{s.segment_id}.json").read_text(encoding="utf-8"))
                 for s in scored]
         art = layout.EmotionArtefact(job.artefact("emotion"))
@@ -303,8 +307,9 @@ def _top_html(analysis: Analysis, test_model: bool) -> str:
 
 def _segments_table(analysis: Analysis) -> list[list[Any]]:
     rows = [[d["segment_id"], d["speaker"], d["start"], d["end"], f"{EMOTION_EMOJI[d['emotion']]} {d['emotion']}",
-             round(d["confidence"], 3), "ok"] for d in analysis.segments]
-    rows += [[d["segment_id"], d["speaker"], d["start"], d["end"], "", None, d["status"]] for d in analysis.skipped]
+             round(d["confidence"], 3), "ok", d.get("text", "")] for d in analysis.segments]
+    rows += [[d["segment_id"], d["speaker"], d["start"], d["end"], "", None, d["status"], d.get("text", "")]
+             for d in analysis.skipped]
     return sorted(rows, key=lambda r: r[2])
 
 
@@ -412,7 +417,8 @@ def build_ui(config: Config | str | Path | None = None, *, model: Any = None):
                 bars = gr.Plot(label="Scores", format="png", elem_id="scores-chart")
                 frame_chart = gr.Plot(label="Frame scores over time", format="png", visible=False,
                                       elem_id="frame-chart")
-                seg_table = gr.Dataframe(headers=["segment", "speaker", "start", "end", "emotion", "confidence", "status"],
+                seg_table = gr.Dataframe(headers=["segment", "speaker", "start", "end", "emotion", "confidence", "status",
+                                                  "what was said"],
                                          visible=False, label="Speaker segments", elem_id="segments-table")
                 with gr.Row():
                     json_out = gr.File(label="result.json", elem_id="result-json", interactive=False)

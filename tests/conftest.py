@@ -72,6 +72,29 @@ def _isolated_caches(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 
 @pytest.fixture(scope="session")
+def tiny_sensevoice_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny randomly initialised SenseVoiceSmall directory (funasr's own class, small dims,
+    a sentencepiece model trained here with SenseVoice's special tokens at their ids)."""
+    from tasks.transcription.testmodel import build_sensevoice_dir
+
+    return build_sensevoice_dir(tmp_path_factory.mktemp("sensevoice_tiny"), size="tiny", seed=0)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _default_transcribe_model(_isolated_caches: None, tiny_sensevoice_dir: Path) -> None:
+    """The default ``transcribe.model`` (iic/SenseVoiceSmall) resolves to the tiny test model in
+    the tests' model cache, as a completed download would (runs and subprocesses find it; its
+    output is labelled a test model)."""
+    import shutil
+
+    from tasks.models.hub import cache_dir_for
+
+    target = cache_dir_for("iic/SenseVoiceSmall")
+    shutil.copytree(tiny_sensevoice_dir, target)
+    (target / ".emoflow-complete").write_text("{}")
+
+
+@pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny randomly initialised emotion2vec directory (funasr's own class, small dims)."""
     from tasks.models.testmodels import build_emotion2vec_dir

@@ -129,7 +129,8 @@ def test_run_uses_the_cached_model_with_the_hub_gone(pulled: Pulled, prefect_har
     audio, sr = sf.read(flac)
     wav = tmp_path / "utterance.wav"
     sf.write(wav, audio, sr)
-    cfg = load_config(None, [f"emotion.model={REPO}", "report.enabled=false", "runner.retries=0"])
+    cfg = load_config(None, [f"emotion.model={REPO}", "report.enabled=false", "runner.retries=0",
+                             "transcribe.enabled=false"])
     summary = run_pipeline([str(wav)], config=cfg, out_dir=tmp_path / "O")
     assert summary.failed == [] and summary.segments > 0
     emotion = json.loads((tmp_path / "O" / "manifest.json").read_text())["models"]["emotion"]
@@ -137,6 +138,31 @@ def test_run_uses_the_cached_model_with_the_hub_gone(pulled: Pulled, prefect_har
     assert emotion["sha256"] == m.sha256 and emotion["is_test_model"] is True
     table = pd.read_parquet(tmp_path / "O" / "segments.parquet")
     assert set(table["model_sha256"]) == {m.sha256}
+
+
+SV_REPO = "FunAudioLLM/SenseVoiceSmall"
+
+
+def test_the_transcription_model_is_pulled_verified_and_used_from_the_cache(
+        tiny_sensevoice_dir: Path, tiny_model_dir: Path, tmp_path: Path, online: pytest.MonkeyPatch) -> None:
+    """SenseVoice comes from the hub like the emotion model: pulled with progress into the cache,
+    checked file by file, vetted and loaded by ``models verify``, then found with the hub gone."""
+    with FakeHub(tiny_sensevoice_dir, repo_id=SV_REPO) as hub:
+        env = _pull_env(tmp_path, hub.url)
+        r = _pull(env, SV_REPO)
+    assert r.returncode == 0, r.stderr
+    cache = tmp_path / "models" / SV_REPO.replace("/", "__")
+    _same_files(cache, tiny_sensevoice_dir)
+    assert _printed_sha(r) == model_sha256(tiny_sensevoice_dir)
+    verify = subprocess.run([sys.executable, "-m", "flows.cli", "models", "verify", "--set",
+                             f"transcribe.model={SV_REPO}", "--set", f"emotion.model={tiny_model_dir}"],
+                            env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert verify.returncode == 0, verify.stderr
+    line = next(x for x in verify.stdout.splitlines() if x.startswith("transcribe"))
+    assert SV_REPO in line and str(cache) in line and "TEST model" in line
+    online.setenv("HF_ENDPOINT", hub.url)  # stopped
+    online.setenv("EMOFLOW_MODEL_DIR", str(tmp_path / "models"))
+    assert resolve(SV_REPO, kind="transcribe").source == "cache"
 
 
 def test_mirror_under_a_path_prefix(tiny_model_dir: Path, tmp_path: Path) -> None:

@@ -237,6 +237,16 @@ class EmotionConfig(_Section):
     cpu_batching: bool = False
 
 
+class TranscribeConfig(_Section):
+    enabled: bool = True
+    model: str = "iic/SenseVoiceSmall"
+    hub: Literal["auto", "modelscope", "huggingface"] = "auto"
+    language: Literal["auto", "zh", "en", "yue", "ja", "ko"] = "auto"
+    itn: bool = True
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    batch_seconds: float | None = Field(None, gt=0)
+
+
 class ScreenConfig(_Section):
     threshold: float = Field(0.70, ge=0.0, le=1.0)
 
@@ -275,6 +285,7 @@ class Config(_Section):
     diarization: DiarizationConfig = Field(default_factory=DiarizationConfig)
     segmentation: SegmentationConfig = Field(default_factory=SegmentationConfig)
     emotion: EmotionConfig = Field(default_factory=EmotionConfig)
+    transcribe: TranscribeConfig = Field(default_factory=TranscribeConfig)
     screen: ScreenConfig = Field(default_factory=ScreenConfig)
     drilldown: DrilldownConfig = Field(default_factory=DrilldownConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)

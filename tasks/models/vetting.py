@@ -13,6 +13,7 @@ from tasks.core.errors import RunError, first_line
 
 
 CHECKS = {"emotion": "tasks.emotion.model:check_emotion_model",
+          "transcribe": "tasks.transcription.sensevoice:check_sensevoice",
           "segmentation": "tasks.models.checkpoints:read_pyannote_checkpoint",
           "embedding": "tasks.speakers.campplus:check_campplus"}
 """Model kind → the function (``module:name``) that vets its files."""
@@ -51,6 +52,10 @@ def resolve_models(config: Config, *, load: bool = False) -> dict[str, dict[str,
         emotion = resolve(config.emotion.model, kind="emotion", hub=config.emotion.hub)
         out["emotion"] = {"id": config.emotion.model, "path": emotion.path, "sha256": emotion.sha256,
                           "source": emotion.source, "is_test_model": is_test_model(emotion.path)}
+        if config.transcribe.enabled:
+            sv = resolve(config.transcribe.model, kind="transcribe", hub=config.transcribe.hub)
+            out["transcribe"] = {"id": config.transcribe.model, "path": sv.path, "sha256": sv.sha256,
+                                 "source": sv.source, "is_test_model": is_test_model(sv.path)}
         if config.diarization.pipeline == "offline":
             seg = resolve(config.diarization.segmentation_model, kind="segmentation")
             emb = resolve(config.diarization.embedding_model, kind="embedding")
@@ -75,6 +80,10 @@ def resolve_models(config: Config, *, load: bool = False) -> dict[str, dict[str,
             from tasks.emotion.model import get_emotion_model
 
             get_emotion_model(config.emotion)
+            if config.transcribe.enabled:
+                from tasks.transcription.sensevoice import get_sensevoice
+
+                get_sensevoice(config.transcribe)
             from tasks.diarization.pipeline import load_diarization_pipeline
 
             load_diarization_pipeline(config.diarization)

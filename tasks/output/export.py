@@ -31,11 +31,20 @@ TABLE_COLUMNS = [
     *SCORE_COLUMNS, "drilled", "embedding_row", "model_sha256",
     # Extensions of the contract (appended, so readers of the contract columns are unaffected):
     "status", "snr_before_db", "snr_after_db", "global_speaker",
+    # what was said (transcribe stage): text on every row ("" where nothing was said)
+    "text", "language", "events", "sv_emotion", "emotion_agree",
 ]
 FAILURE_COLUMNS = ["input", "stage", "error", "message"]
 STRING_COLUMNS = ["recording_id", "source_path", "segment_id", "speaker", "label", "model_sha256", "status",
-                  "global_speaker"]
+                  "global_speaker", "text", "language", "events", "sv_emotion"]
 """Ids, names and labels: strings whatever they look like (``0001``, ``nan``, ``1e3``)."""
+NULL_WHEN_EMPTY = ("label", "language", "events", "sv_emotion")
+"""String columns whose empty value means "none" (null in Parquet, empty in CSV); ``text`` is a
+string on every row."""
+SHARED_EMOTIONS = ("angry", "happy", "neutral", "sad")
+"""The classes emotion2vec+ and SenseVoice both have (``emotion_agree`` compares only these)."""
+TRANSCRIPT_WORD_COLUMNS = ["recording_id", "segment_id", "speaker", "start", "end", "word", "emotion", "sv_emotion"]
+"""``transcripts.csv``: one row per transcribed word, in recording seconds."""
 FLOAT_COLUMNS = ["start", "end", "duration", "confidence", *SCORE_COLUMNS, "snr_before_db", "snr_after_db"]
 RUN_ONLY_COLUMNS = ("embedding_row", "global_speaker")
 """Columns known only once every recording is done (embedding rows, links across recordings)."""
@@ -47,7 +56,8 @@ def table_schema(columns: list[str] = TABLE_COLUMNS) -> "pa.Schema":
     import pyarrow as pa
 
     types = {**{c: pa.string() for c in STRING_COLUMNS}, **{c: pa.float64() for c in FLOAT_COLUMNS},
-             "drilled": pa.bool_(), "embedding_exported": pa.bool_(), "embedding_row": pa.int64()}
+             "drilled": pa.bool_(), "embedding_exported": pa.bool_(), "embedding_row": pa.int64(),
+             "emotion_agree": pa.bool_()}
     return pa.schema([(c, types[c]) for c in columns])
 
 
@@ -58,13 +68,16 @@ def coerce_table(table: pd.DataFrame) -> pd.DataFrame:
     for c in out.columns:
         if c in STRING_COLUMNS:
             col = out[c].astype("string")
-            out[c] = col.mask(col == "") if c == "label" else col
+            out[c] = col.mask(col == "") if c in NULL_WHEN_EMPTY else (col.fillna("") if c == "text" else col)
         elif c in FLOAT_COLUMNS:
             out[c] = pd.to_numeric(out[c], errors="coerce").astype("float64")
         elif c in ("drilled", "embedding_exported"):
             out[c] = out[c].map(lambda v: str(v).strip().lower() in ("true", "1")).astype(bool)
         elif c == "embedding_row":
             out[c] = pd.to_numeric(out[c], errors="coerce").astype("Int64")
+        elif c == "emotion_agree":
+            out[c] = pd.array([None if str(v).strip().lower() not in ("true", "false") else
+                               str(v).strip().lower() == "true" for v in out[c]], dtype="boolean")
     return out
 
 
@@ -87,8 +100,16 @@ def wants_embedding(policy: str, *, confidence: float, threshold: float) -> bool
     return False
 
 
+def emotion_agree(label: str | None, sv_emotion: str | None) -> bool | None:
+    """Whether emotion2vec+'s label and SenseVoice's agree, on the classes both have
+    (:data:`SHARED_EMOTIONS`); None when either is missing or outside them."""
+    if label in SHARED_EMOTIONS and sv_emotion in SHARED_EMOTIONS:
+        return label == sv_emotion
+    return None
+
+
 def segment_json(*, result: EmotionResult, segment: Segment, model: dict[str, Any], hop_s: float | None,
-                 frames_file: str | None = None) -> dict[str, Any]:
+                 frames_file: str | None = None, transcript: dict[str, Any] | None = None) -> dict[str, Any]:
     """The segment result JSON (compatible with the Emotion2Vec+ WebUI's ``result.json``).
 
     ``frames`` points to ``frames_file`` (default ``frames/<segment_id>.npy``) for a drilled
@@ -111,6 +132,13 @@ def segment_json(*, result: EmotionResult, segment: Segment, model: dict[str, An
     }
     if result.drilldown:
         out["drilldown"] = result.drilldown
+    t = transcript or {}
+    out["text"] = t.get("text", "")
+    out["words"] = [{"text": w, "start": a, "end": b} for w, a, b in t.get("words", [])]
+    out["events"] = list(t.get("events", []))
+    if t:
+        out["language"] = t.get("language") or None
+        out["sv_emotion"] = t.get("emotion") or None
     if model.get("is_test_model"):
         out["model"]["test_model"] = True
         out["warning"] = "scores from a randomly initialised TEST model: meaningless"
@@ -118,8 +146,10 @@ def segment_json(*, result: EmotionResult, segment: Segment, model: dict[str, An
 
 
 def table_row(*, recording: Recording, segment: Segment, result: EmotionResult | None, model_sha256: str,
-              snr: dict[str, Any]) -> dict[str, Any]:
-    """A segment's row of ``segments.csv`` (unscored: label, confidence and scores null)."""
+              snr: dict[str, Any], transcript: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A segment's row of ``segments.csv`` (unscored: label, confidence and scores null; not
+    transcribed: text empty, language, events, sv_emotion and emotion_agree null)."""
+    t = transcript or {}
     row: dict[str, Any] = {
         "recording_id": recording.recording_id, "source_path": recording.source_path,
         "segment_id": segment.segment_id, "speaker": segment.speaker, "start": round(segment.start, 3),
@@ -127,10 +157,13 @@ def table_row(*, recording: Recording, segment: Segment, result: EmotionResult |
         "confidence": np.nan, **{c: np.nan for c in SCORE_COLUMNS}, "drilled": False,
         "embedding_exported": False, "model_sha256": model_sha256, "status": segment.status,
         "snr_before_db": snr.get("snr_before_db"), "snr_after_db": snr.get("snr_after_db"),
+        "text": t.get("text", ""), "language": t.get("language") or None,
+        "events": ";".join(t.get("events", [])) or None, "sv_emotion": t.get("emotion") or None,
     }
     if result is not None:
         row.update({"label": result.label, "confidence": result.confidence, "drilled": result.drilled,
                     **dict(zip(SCORE_COLUMNS, result.scores))})
+    row["emotion_agree"] = emotion_agree(row["label"], row["sv_emotion"])
     return row
 
 
@@ -150,6 +183,8 @@ def export_recording(
     hop_s: float,
     denoised: Callable[[], np.ndarray] | None = None,
     speaker_names: Mapping[str, str] | None = None,
+    transcripts: Mapping[int, dict[str, Any]] | None = None,
+    transcribe_model: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write ``folder`` (``recordings/<id>/``) for one recording from plain records.
 
@@ -186,6 +221,11 @@ def export_recording(
     speaker_names : mapping, optional
         Diarized label → the name it is exported under (an enrolled voice's name); the voices
         stage decides them (:mod:`tasks.speakers.linking`).
+    transcripts : mapping, optional
+        By segment position: what was said (``text``, ``language``, ``emotion``, ``events``,
+        ``words``), from the transcribe stage; None when transcription is off.
+    transcribe_model : dict, optional
+        The transcription model's id, sha256 and whether it is a test model.
     """
     from tasks.core.timebase import SAMPLE_RATE
     from tasks.audio.decode import write_wav
@@ -202,10 +242,12 @@ def export_recording(
     n_frames = n_emb = 0
     for pos, seg in enumerate(segments):
         result = results.get(pos)
+        said = (transcripts or {}).get(pos)
         rec = table_row(recording=recording, segment=seg, result=result, model_sha256=model.get("sha256", ""),
-                        snr=snr)
+                        snr=snr, transcript=said)
         if result is not None:
-            doc = segment_json(result=result, segment=seg, model=model, hop_s=hop_s if result.drilled else None)
+            doc = segment_json(result=result, segment=seg, model=model, hop_s=hop_s if result.drilled else None,
+                               transcript=said)
             (folder / "segments" / f"{seg.segment_id}.json").write_text(
                 json.dumps(doc, indent=2, ensure_ascii=False), encoding="utf-8")
             if result.drilled:
@@ -225,7 +267,45 @@ def export_recording(
     if config.denoised_audio and denoised is not None:
         write_wav(folder / "denoised.wav", np.asarray(denoised(), np.float32), sample_rate=SAMPLE_RATE)
     facts = {"segments": len(table), "segment_json": len(results), "frames": n_frames, "embeddings": n_emb}
+    if transcripts is not None:
+        facts["transcript_words"] = write_transcript_files(folder, recording=recording, segments=segments,
+                                                           rows=table, transcripts=transcripts,
+                                                           model=transcribe_model or {})
     return facts
+
+
+def write_transcript_files(folder: Path, *, recording: Recording, segments: Sequence[Segment],
+                           rows: Sequence[dict[str, Any]], transcripts: Mapping[int, dict[str, Any]],
+                           model: dict[str, Any]) -> int:
+    """``transcript.json`` (every word with its speaker, times and its segment's emotion),
+    ``transcript.srt`` and ``transcript.vtt`` (one cue per segment with something said or heard:
+    ``SPEAKER: text [emotion]``); returns the number of words."""
+    from tasks.transcription.captions import Cue, to_srt, to_vtt
+
+    words, docs, cues = [], [], []
+    for pos, (seg, row) in enumerate(zip(segments, rows)):
+        said = transcripts.get(pos) or {"words": [], "events": []}
+        label = row["label"]
+        for w, a, b in said["words"]:
+            words.append({"text": w, "start": a, "end": b, "speaker": seg.speaker, "segment_id": seg.segment_id,
+                          "emotion": label})
+        docs.append({"segment_id": seg.segment_id, "speaker": seg.speaker, "start": round(seg.start, 3),
+                     "end": round(seg.end, 3), "status": seg.status, "text": row["text"],
+                     "language": row["language"], "events": said["events"], "emotion": label,
+                     "sv_emotion": row["sv_emotion"], "emotion_agree": row["emotion_agree"]})
+        if row["text"] or said["events"]:
+            cues.append(Cue(start=seg.start, end=seg.end, speaker=seg.speaker, text=row["text"],
+                            emotion=label or row["sv_emotion"] or "", events=tuple(said["events"])))
+    doc: dict[str, Any] = {"recording_id": recording.recording_id,
+                           "model": {"id": model.get("id"), "sha256": model.get("sha256")},
+                           "segments": docs, "words": words}
+    if model.get("is_test_model"):
+        doc["model"]["test_model"] = True
+        doc["warning"] = "transcript from a randomly initialised TEST model: meaningless"
+    (folder / "transcript.json").write_text(json.dumps(doc, indent=1, ensure_ascii=False), encoding="utf-8")
+    (folder / "transcript.srt").write_text(to_srt(cues), encoding="utf-8")
+    (folder / "transcript.vtt").write_text(to_vtt(cues), encoding="utf-8")
+    return len(words)
 
 
 def write_run_tables(out_dir: Path, recording_ids: Iterable[str], *, csv_too: bool = True,
@@ -269,6 +349,27 @@ def write_run_tables(out_dir: Path, recording_ids: Iterable[str], *, csv_too: bo
                       lambda tmp: table.to_parquet(tmp, index=False, schema=table_schema()))
     if csv_too:
         write_csv(table, out_dir / "segments.csv", text_columns=STRING_COLUMNS)
+    write_run_transcripts(out_dir, recording_ids)
+    return table
+
+
+def write_run_transcripts(out_dir: Path, recording_ids: Iterable[str]) -> pd.DataFrame:
+    """``transcripts.csv``: every transcribed word of the run's recordings (one row each, with its
+    segment, speaker, times and the segment's emotion2vec+ and SenseVoice emotions); header only
+    when nothing was transcribed."""
+    rows = []
+    for rid in recording_ids:
+        path = out_dir / "recordings" / rid / "transcript.json"
+        if not path.is_file():
+            continue
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        sv = {d["segment_id"]: d.get("sv_emotion") for d in doc["segments"]}
+        rows += [{"recording_id": rid, "segment_id": w["segment_id"], "speaker": w["speaker"], "start": w["start"],
+                  "end": w["end"], "word": w["text"], "emotion": w["emotion"], "sv_emotion": sv.get(w["segment_id"])}
+                 for w in doc["words"]]
+    table = pd.DataFrame(rows, columns=TRANSCRIPT_WORD_COLUMNS)
+    write_csv(table, out_dir / "transcripts.csv", text_columns=["recording_id", "segment_id", "speaker", "word",
+                                                               "emotion", "sv_emotion"])
     return table
 
 

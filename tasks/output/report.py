@@ -84,6 +84,12 @@ class RunData:
     def is_test_model(self) -> bool:
         return bool(self.emotion_model.get("is_test_model"))
 
+    @property
+    def transcribe_model(self) -> dict[str, Any]:
+        models = self.manifest.get("models") or {}
+        m = models.get("transcribe") if isinstance(models, dict) else None
+        return m if isinstance(m, dict) else {}
+
     def duration(self, recording_id: str) -> float | None:
         for item in self.manifest.get("inputs") or []:
             if isinstance(item, dict) and item.get("recording_id") == recording_id and item.get("duration"):
@@ -252,6 +258,7 @@ def _kv_rows(d: dict[str, Any], prefix: str = "") -> list[list[str]]:
 
 
 CSS = """
+.transcript .line{margin:2px 0;padding:2px 8px} .event{background:#eceff1;border-radius:3px;padding:0 4px}
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#222;background:#fafafa}
 header{background:#263238;color:#fff;padding:14px 24px}
 header h1{margin:0;font-size:1.4em} header .sub{opacity:.8;font-size:.9em}
@@ -337,8 +344,49 @@ def _recording_section(data: RunData, rid: str, cfg: ReportConfig, plots: PlotCa
                           "plot frames"))
     elif len(drilled):
         parts.append('<p class="muted">Drilled-down segments have no frame scores on disk.</p>')
+    parts.append(_transcript_html(seg))
     parts.append("</section>")
     return "".join(parts)
+
+
+EVENT_MARKS = {"laughter": "😂", "crying": "😢", "cough": "🤧", "sneeze": "🤧", "applause": "👏", "music": "🎵",
+               "breath": "💨"}
+"""How an audio event is marked beside the text it was heard with."""
+MAX_SHOWN_TEXT = 300
+
+
+def _said_html(row: Any) -> str:
+    """A segment's text with its audio events marked (escaped; long text cut)."""
+    text = row.get("text") if hasattr(row, "get") else None
+    text = text if isinstance(text, str) else ""
+    events = row.get("events") if hasattr(row, "get") else None
+    marks = [f'<span class="event">{EVENT_MARKS.get(e, "🔊")} {_e(e)}</span>'
+             for e in (events.split(";") if isinstance(events, str) and events else [])]
+    shown = _e(text[:MAX_SHOWN_TEXT] + ("…" if len(text) > MAX_SHOWN_TEXT else ""))
+    return " ".join([*marks, shown]).strip() or '<span class="muted">—</span>'
+
+
+def _transcript_html(seg: Any) -> str:
+    """The recording's transcript, one line per segment with something said or heard, in time
+    order, each line coloured by the segment's emotion (emotion2vec+), SenseVoice's emotion beside."""
+    if "text" not in seg.columns:
+        return ""
+    lines = []
+    for _, r in seg.sort_values("start").iterrows():
+        said = _said_html(r)
+        if said == '<span class="muted">—</span>':
+            continue
+        label = r.get("label")
+        colour = EMOTION_COLOURS.get(str(label), "#bdbdbd") if isinstance(label, str) else "#bdbdbd"
+        sv = r.get("sv_emotion")
+        second = (f' <span class="muted">(SenseVoice: {_e(sv)}{"" if r.get("emotion_agree") is not False else ", differs"})'
+                  "</span>" if isinstance(sv, str) and sv else "")
+        lines.append(f'<p class="line" style="border-left:4px solid {colour}">'
+                     f'<span class="num">{_fmt_time(r["start"])}</span> <b>{_e(r["speaker"])}</b> '
+                     f"{_label_html(label)}{second}: {said}</p>")
+    if not lines:
+        return '<h3>Transcript</h3><p class="muted">Nothing was transcribed.</p>'
+    return '<h3>Transcript</h3><div class="transcript">' + "".join(lines) + "</div>"
 
 
 def _lowest_confidence_section(data: RunData, cfg: ReportConfig) -> str:
@@ -357,7 +405,8 @@ def _lowest_confidence_section(data: RunData, cfg: ReportConfig) -> str:
             second = f"{EMOTION_EMOJI[EMOTIONS[order[1]]]} {EMOTIONS[order[1]]} {scores[order[1]]:.2f}"
         cells = [_e(r["recording_id"]), f"<code>{_e(r['segment_id'])}</code>", _e(r["speaker"]),
                  f'<span class="num">{_fmt_time(r["start"])}–{_fmt_time(r["end"])}</span>',
-                 _label_html(r["label"]), f'<span class="num">{r["confidence"]:.3f}</span>', _e(second)]
+                 _label_html(r["label"]), f'<span class="num">{r["confidence"]:.3f}</span>', _e(second),
+                 _said_html(r)]
         if cfg.audio_players:
             audio = None
             if "source_path" in r and isinstance(r["source_path"], str) and r["source_path"]:
@@ -368,7 +417,7 @@ def _lowest_confidence_section(data: RunData, cfg: ReportConfig) -> str:
             cells.append(f'<audio controls preload="none" src="{wav_data_uri(audio)}"></audio>'
                          if audio is not None and audio.size else '<span class="muted">audio not available</span>')
         rows.append(cells)
-    headers = ["recording", "segment", "speaker", "time", "emotion", "confidence", "runner-up"]
+    headers = ["recording", "segment", "speaker", "time", "emotion", "confidence", "runner-up", "what was said"]
     if cfg.audio_players:
         headers.append("audio")
     body = _table(headers, rows, "lowest") if rows else '<p class="muted">No scored segments.</p>'
@@ -432,6 +481,10 @@ def render_report(data: RunData, cfg: ReportConfig, *, plots: PlotCache | None =
         out.append('<div class="banner" id="test-model-banner">⚠ TEST MODEL (random weights): '
                    "these emotion scores are meaningless; the run used a randomly initialised model "
                    f"({_e(model.get('id') or model.get('path') or '')}).</div>")
+    if data.transcribe_model.get("is_test_model"):
+        out.append('<div class="banner" id="test-transcribe-banner">⚠ TEST MODEL (random weights): '
+                   "these transcripts, events and SenseVoice emotions are meaningless; the run used a randomly "
+                   f"initialised SenseVoice ({_e(data.transcribe_model.get('id') or '')}).</div>")
     out.append(f'<header><h1>emoflow run report</h1><div class="sub">run <code>{_e(run_id)}</code> · '
                f"{len(data.recordings)} recordings · {len(seg)} segments ({len(scored)} scored) · "
                f"model {_e(model.get('id', 'unknown'))}</div></header><main>")

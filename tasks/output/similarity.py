@@ -17,7 +17,7 @@ import pandas as pd
 
 from tasks.core.storage import atomic_write_bytes
 
-META_COLUMNS = ["run", "segment_id", "recording_id", "speaker", "start", "end", "label", "confidence"]
+META_COLUMNS = ["run", "segment_id", "recording_id", "speaker", "start", "end", "label", "confidence", "text"]
 
 
 class EmbeddingError(ValueError):

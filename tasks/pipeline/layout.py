@@ -45,6 +45,9 @@ EMBEDDINGS = "embeddings.npy"
 FRAME_LOGITS = "frame_logits.npy"
 FRAME_OFFSETS = "frame_offsets.npy"
 SCORED_POSITIONS = "segment_index.json"
+# transcribe
+TRANSCRIPTS = "transcripts.json"
+"""One record per segment position: text, language, emotion, events, words (recording seconds)."""
 # screen
 SCREEN = "screen.json"
 FRAME_CURVES = "frames.npz"
@@ -199,6 +202,20 @@ class EmotionArtefact:
         return np.load(self.folder / EMBEDDINGS, mmap_mode="r")
 
 
+# ------------------------------------------------------------------------------- transcribe
+
+
+def write_transcripts(folder: Path, records: Sequence[dict[str, Any] | None]) -> None:
+    """Per segment position: ``{"text", "language", "emotion", "events", "words"}`` or None
+    (not transcribed); ``words`` are ``[text, start, end]`` in recording seconds."""
+    write_json(folder / TRANSCRIPTS, list(records))
+
+
+def read_transcripts(folder: Path) -> dict[int, dict[str, Any]]:
+    """The transcribed segments' records by segment position (empty when transcription is off)."""
+    return {i: r for i, r in enumerate(read_json(folder / TRANSCRIPTS)) if r is not None}
+
+
 # ----------------------------------------------------------------------------------- screen
 
 
@@ -270,6 +287,13 @@ class HeardAudio:
     def labels(self) -> list[str]:
         """The channel labels of a split recording, in channel order."""
         return [label for label, _ in sorted((self.channel_of or {}).items(), key=lambda kv: kv[1])]
+
+    def of(self, speaker: str) -> np.ndarray:
+        """The samples ``speaker`` is heard in: their channel of a split call, else the mix (an
+        overlap row of several speakers is heard in the mix)."""
+        if self.channel_of is not None and speaker in self.channel_of:
+            return self.channels()[self.channel_of[speaker]]
+        return self.mix()
 
     def by_speaker(self) -> np.ndarray | dict[str, np.ndarray]:
         """The mix, or speaker label → their channel's samples (split)."""

@@ -5,7 +5,8 @@ here (see docs/architecture.md).
 """
 
 from tasks.pipeline.registry import StageRegistry
-from tasks.stages import channels, denoise, diarize, emotion, export, load, screen, segment, voices
+from tasks.stages import (channels, denoise, diarize, emotion, export, load, screen, segment, transcribe,
+                          voices)
 
 REGISTRY = StageRegistry([
     load.STAGE,
@@ -15,6 +16,7 @@ REGISTRY = StageRegistry([
     voices.STAGE,
     segment.STAGE,
     emotion.STAGE,
+    transcribe.STAGE,
     screen.STAGE,
     export.STAGE,
 ])

@@ -15,7 +15,8 @@ from tasks.pipeline.stage import Stage, StageContext
 def reads(config: Config) -> dict[str, str]:
     """What the contract files hold; ``audio``: the denoised audio (the original when denoising is off)."""
     return {"diarization": "diarize", "segments": "segment", "screen": "screen", "emotion": "emotion",
-            "denoise": "denoise", "voices": "voices", "audio": "denoise" if config.denoise.enabled else "load"}
+            "transcribe": "transcribe", "denoise": "denoise", "voices": "voices",
+            "audio": "denoise" if config.denoise.enabled else "load"}
 
 
 def compute(ctx: StageContext) -> dict[str, Any]:
@@ -37,7 +38,9 @@ def compute(ctx: StageContext) -> dict[str, Any]:
         curves=layout.read_frame_curves(ctx["screen"]), embeddings=embedding,
         snr=read_meta(ctx["denoise"]).get("facts", {}), model=job.models.get("emotion", {}),
         config=cfg.export, threshold=cfg.screen.threshold, hop_s=cfg.drilldown.frame_hop_s,
-        denoised=lambda: layout.read_audio(ctx["audio"]), speaker_names=layout.read_voices(ctx["voices"])[1])
+        denoised=lambda: layout.read_audio(ctx["audio"]), speaker_names=layout.read_voices(ctx["voices"])[1],
+        transcripts=layout.read_transcripts(ctx["transcribe"]) if cfg.transcribe.enabled else None,
+        transcribe_model=job.models.get("transcribe"))
 
 
 STAGE = Stage(name="export", compute=compute, reads=reads, sections=("export",), publishes=True)
