@@ -61,7 +61,7 @@ def cut_clips(n: int, *, seed: int, min_s: float = 3.0, max_s: float = 10.0) -> 
 
 def build_models(sv_dir: Path, em_dir: Path) -> None:
     """The random full-size SenseVoiceSmall and emotion2vec_plus_large-size directories."""
-    from tasks.testmodels import build_emotion2vec_dir
+    from tasks.models.testmodels import build_emotion2vec_dir
     from tasks.transcription.testmodel import build_sensevoice_dir
 
     build_sensevoice_dir(sv_dir, size="small", seed=0)
@@ -95,9 +95,9 @@ def run(args: argparse.Namespace, work: Path) -> int:
 
     import torch
 
-    from tasks.config import EmotionConfig
-    from tasks.emotion import load_emotion_model
-    from tasks.models import resolve
+    from tasks.core.config import EmotionConfig
+    from tasks.emotion.model import load_emotion_model
+    from tasks.models.hub import resolve
     from tasks.transcription.sensevoice import load_sensevoice, transcribe_clips, transcript_from_result
 
     if args.threads > 0:

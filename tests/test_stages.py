@@ -59,7 +59,7 @@ def _in(code_root: Path, script: str, *args: str) -> str:
 def test_every_stage_is_one_module_declaring_it() -> None:
     cfg = load_config(None, [])
     assert REGISTRY.order(cfg) == ("load", "channels", "diarize", "denoise", "voices", "segment", "emotion",
-                                   "screen", "export")
+                                   "transcribe", "screen", "export")
     for stage in REGISTRY:
         assert stage.module == f"tasks.stages.{stage.name}"
     # which audio a stage hears is read from the config, by name
@@ -86,7 +86,7 @@ def test_keys_change_exactly_downstream_of_a_config_change() -> None:
     keys = REGISTRY.compute_keys(sha256="s", config=base, models={})
     changed = {
         "screen.threshold=0.5": {"screen", "export"},
-        "segmentation.max_s=8": {"segment", "emotion", "screen", "export"},
+        "segmentation.max_s=8": {"segment", "emotion", "transcribe", "screen", "export"},
         "diarization.known_threshold=0.91": {"voices", "export"},
         "export.csv=false": {"export"},
     }
@@ -159,8 +159,8 @@ def test_editing_a_module_deep_in_a_subpackage_rekeys_exactly_its_stages(tmp_pat
     path.write_text(path.read_text().replace('OVERLAP_SPEAKER = "OVERLAP"', 'OVERLAP_SPEAKER = "BOTH"'))
     after = json.loads(_in(code, KEYS))
     assert {s for s in before["versions"] if before["versions"][s] != after["versions"][s]} == {"segment"}
-    assert {s for s in before["keys"] if before["keys"][s] != after["keys"][s]} == {"segment", "emotion", "screen",
-                                                                                     "export"}
+    assert {s for s in before["keys"] if before["keys"][s] != after["keys"][s]} == {
+        "segment", "emotion", "transcribe", "screen", "export"}
 
 
 def test_no_import_cycle_between_emoflows_own_modules() -> None:
@@ -230,8 +230,8 @@ def test_a_drill_rule_edited_in_a_copy_recomputes_screen(tmp_path: Path, short_r
     screen_py.write_text(screen_py.read_text().replace(rule, "return bool(confidence <= threshold)"))
     second = json.loads(_in(code, RUN_STAGES, str(short_recording), str(out), *sets))
     assert second == {"load": "reused", "channels": "reused", "denoise": "reused", "diarize": "reused",
-                      "voices": "reused", "segment": "reused", "emotion": "reused", "screen": "computed",
-                      "export": "computed"}
+                      "voices": "reused", "segment": "reused", "emotion": "reused", "transcribe": "reused",
+                      "screen": "computed", "export": "computed"}
 
 
 def test_export_reports_its_facts_when_reused(tmp_path: Path, short_recording: Path, tiny_model_dir: Path) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import random
 import shutil
 from pathlib import Path
 
@@ -13,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from tasks.checkpoints import UnsafeCheckpointError
-from tasks.models import ModelUnavailableError
+from tasks.models.checkpoints import UnsafeCheckpointError
+from tasks.models.hub import ModelUnavailableError
 from tasks.transcription import captions
-from tasks.transcription.captions import assign_words, to_srt, to_vtt
+from tasks.transcription.captions import to_srt, to_vtt
 from tasks.transcription.sensevoice import (
     ClipTooShortError,
     ClipTranscript,
@@ -28,7 +27,7 @@ from tasks.transcription.sensevoice import (
     transcribe_clips,
     transcript_from_result,
 )
-from tasks.transcription.testmodel import BPE_FILE, VOCAB_SIZE, build_sensevoice_dir, pinned_token_ids
+from tasks.transcription.testmodel import BPE_FILE, VOCAB_SIZE, pinned_token_ids
 
 LANG_ITN = [("auto", True), ("auto", False), ("en", True), ("en", False)]
 
@@ -49,8 +48,8 @@ def _one_torch_thread():
 
 
 @pytest.fixture(scope="session")
-def sv_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_sensevoice_dir(tmp_path_factory.mktemp("sensevoice_tiny"), size="tiny", seed=0)
+def sv_dir(tiny_sensevoice_dir: Path) -> Path:
+    return tiny_sensevoice_dir
 
 
 @pytest.fixture(scope="session")
@@ -404,69 +403,6 @@ def test_safetensors_preferred_and_module_prefix(sv, sv_dir, tmp_path, clips):
 # ---------------------------------------------------------------------------------------
 # (e) captions
 # ---------------------------------------------------------------------------------------
-
-
-def test_assign_words_midpoint_ties_and_gaps():
-    rows = [(0.0, 2.0, "A"), (1.5, 3.0, "B"), (2.9, 3.0, "A"), (5.0, 6.0, "B"), (8.0, 9.0, "A")]
-    words = [
-        ("w0", 0.1, 0.5),          # inside A only
-        ("w1", 1.6, 1.8),          # midpoint 1.7 in A and B: larger overlap ties, nearer centre: B
-        ("w2", 1.6, 1.8, "A"),     # same tie, speaker A given: A
-        ("w3", 2.92, 2.98),        # in B and the short A row: the word lies in both; B centre 2.25, A 2.95: A
-        ("w4", 3.6, 3.8),          # gap: B and the short A row both end at 3.0; nearer centre: A
-        ("w5", 3.6, 3.8, "A"),     # gap, speaker A: nearest A row is (2.9, 3.0)
-        ("w6", 6.9, 7.3),          # gap between 6.0 and 8.0: midpoint 7.1 nearer 8.0 -> A (8, 9)
-        ("w7", 9.5, 10.0, "B"),    # after the end, speaker B: B (5, 6)
-        ("w8", 5.5, 5.6, "A"),     # inside B only: the midpoint rule wins over the speaker
-    ]
-    got = assign_words(words, rows)
-    where = {w[0]: i for i, ws in enumerate(got) for w in ws}
-    assert where == {"w0": 0, "w1": 1, "w2": 0, "w3": 2, "w4": 2, "w5": 2, "w6": 4, "w7": 3, "w8": 3}
-    assert got[0] == [words[0], words[2]]  # input order within a row
-
-
-def test_assign_words_boundary_and_objects():
-    from tasks.records import Segment
-
-    segs = [Segment("s0", "r", "A", 0.0, 1.0), Segment("s1", "r", "B", 1.0, 2.0)]
-
-    class W:
-        def __init__(self, text, start, end):
-            self.text, self.start, self.end = text, start, end
-
-    on_edge = W("edge", 0.8, 1.2)  # midpoint exactly on the shared boundary, equal overlaps
-    late = W("late", 0.9, 1.5)  # midpoint 1.2 in B only
-    got = assign_words([on_edge, late], segs)
-    assert got == [[on_edge], [late]]  # equal distance and overlap, centres 0.5 / 1.5 tie: earlier row
-
-
-def test_assign_words_every_word_exactly_once():
-    rng = random.Random(7)
-    for _ in range(50):
-        rows = []
-        for _ in range(rng.randint(1, 6)):
-            s = rng.uniform(0, 20)
-            rows.append((s, s + rng.choice([0.0, 0.05, rng.uniform(0.1, 5)]), rng.choice("AB")))
-        words = []
-        for k in range(rng.randint(0, 30)):
-            s = rng.uniform(0, 25)
-            words.append((f"w{k}", s, s + rng.uniform(0, 1), rng.choice(["A", "B", None])))
-        words = [w if w[3] is not None else w[:3] for w in words]
-        got = assign_words(words, rows)
-        assert len(got) == len(rows)
-        flat = [w for ws in got for w in ws]
-        assert sorted(flat) == sorted(words) and len(flat) == len(words)
-
-
-def test_assign_words_errors():
-    assert assign_words([], []) == []
-    assert assign_words([], [(0, 1)]) == [[]]
-    with pytest.raises(ValueError, match="no segment rows"):
-        assign_words([("a", 0, 1)], [])
-    with pytest.raises(ValueError, match="end >= start"):
-        assign_words([("a", 2, 1)], [(0, 1)])
-    with pytest.raises(ValueError, match="end >= start"):
-        assign_words([("a", 0, 1)], [(0, float("nan"))])
 
 
 def test_srt_format():

@@ -280,7 +280,7 @@ def write_transcript_files(folder: Path, *, recording: Recording, segments: Sequ
     """``transcript.json`` (every word with its speaker, times and its segment's emotion),
     ``transcript.srt`` and ``transcript.vtt`` (one cue per segment with something said or heard:
     ``SPEAKER: text [emotion]``); returns the number of words."""
-    from tasks.transcription.captions import Cue, to_srt, to_vtt
+    from tasks.transcription.captions import to_srt, to_vtt
 
     words, docs, cues = [], [], []
     for pos, (seg, row) in enumerate(zip(segments, rows)):
@@ -293,9 +293,9 @@ def write_transcript_files(folder: Path, *, recording: Recording, segments: Sequ
                      "end": round(seg.end, 3), "status": seg.status, "text": row["text"],
                      "language": row["language"], "events": said["events"], "emotion": label,
                      "sv_emotion": row["sv_emotion"], "emotion_agree": row["emotion_agree"]})
-        if row["text"] or said["events"]:
-            cues.append(Cue(start=seg.start, end=seg.end, speaker=seg.speaker, text=row["text"],
-                            emotion=label or row["sv_emotion"] or "", events=tuple(said["events"])))
+        heard = " ".join([*(f"({e})" for e in said["events"]), row["text"]]).strip()
+        if heard:  # one cue per segment with something said or heard
+            cues.append((seg.start, seg.end, seg.speaker, heard, label or row["sv_emotion"] or ""))
     doc: dict[str, Any] = {"recording_id": recording.recording_id,
                            "model": {"id": model.get("id"), "sha256": model.get("sha256")},
                            "segments": docs, "words": words}

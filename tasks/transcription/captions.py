@@ -1,12 +1,9 @@
-"""Timed words → speaker rows, and captions (SubRip ``.srt``, WebVTT ``.vtt``).
+"""Captions (SubRip ``.srt``, WebVTT ``.vtt``) of a recording's transcript. Pure functions, no I/O.
 
-Pure functions, no I/O.
-
-Words are ``(text, start, end)`` or ``(text, start, end, speaker)`` tuples, or objects with
-``text``, ``start``, ``end`` (and optionally ``speaker``) attributes; times in seconds from the
-recording's start. Segment rows are ``(start, end)`` / ``(start, end, speaker)`` tuples or
-objects with ``start``, ``end`` and ``speaker`` attributes (e.g. :class:`tasks.records.Segment`).
-A cue is ``(start, end, speaker, text, emotion)`` or an object with those attributes.
+A cue is ``(start, end, speaker, text, emotion)`` (seconds from the recording's start) or an
+object with those attributes. Words need no assigning to rows: every segment row is
+transcribed on its own (:mod:`tasks.stages.transcribe`), so each word belongs to the row it was
+heard in.
 """
 
 from __future__ import annotations
@@ -17,106 +14,6 @@ from typing import Any, Sequence
 
 CONTROL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 """C0 and C1 control characters except tab and newline (those become spaces)."""
-
-
-# ---------------------------------------------------------------------------------------
-# Words → rows
-# ---------------------------------------------------------------------------------------
-
-
-def _word_span(word: Any) -> tuple[float, float, str | None]:
-    """``(start, end, speaker or None)`` of a word tuple or object."""
-    if isinstance(word, (tuple, list)):
-        if len(word) not in (3, 4):
-            raise ValueError(f"a word tuple is (text, start, end[, speaker]), got {word!r}")
-        start, end = float(word[1]), float(word[2])
-        speaker = word[3] if len(word) == 4 else None
-    else:
-        start, end, speaker = float(word.start), float(word.end), getattr(word, "speaker", None)
-    if not (math.isfinite(start) and math.isfinite(end)) or end < start:
-        raise ValueError(f"word {word!r}: times must be finite with end >= start")
-    return start, end, speaker
-
-
-def _row_span(row: Any) -> tuple[float, float, str | None]:
-    """``(start, end, speaker or None)`` of a segment row tuple or object."""
-    if isinstance(row, (tuple, list)):
-        if len(row) not in (2, 3):
-            raise ValueError(f"a segment row is (start, end[, speaker]), got {row!r}")
-        start, end = float(row[0]), float(row[1])
-        speaker = row[2] if len(row) == 3 else None
-    else:
-        start, end, speaker = float(row.start), float(row.end), getattr(row, "speaker", None)
-    if not (math.isfinite(start) and math.isfinite(end)) or end < start:
-        raise ValueError(f"segment {row!r}: times must be finite with end >= start")
-    return start, end, speaker
-
-
-def _distance(t: float, start: float, end: float) -> float:
-    """Seconds from ``t`` to the interval ``[start, end]`` (0 inside)."""
-    return max(start - t, t - end, 0.0)
-
-
-def _overlap(a0: float, a1: float, b0: float, b1: float) -> float:
-    return max(0.0, min(a1, b1) - max(a0, b0))
-
-
-def _choose_row(start: float, end: float, speaker: str | None, rows: list[tuple[float, float, str | None]]) -> int:
-    """The index of the row a word ``[start, end]`` (of ``speaker``) belongs to; see :func:`assign_words`."""
-    mid = (start + end) / 2.0
-    inside = [i for i, (s, e, _) in enumerate(rows) if s <= mid <= e]
-    pool = inside or list(range(len(rows)))
-    if speaker is not None and (len(inside) != 1):
-        same = [i for i in pool if rows[i][2] == speaker]
-        pool = same or pool
-    return min(pool, key=lambda i: (_distance(mid, rows[i][0], rows[i][1]),
-                                    -_overlap(start, end, rows[i][0], rows[i][1]),
-                                    abs(mid - (rows[i][0] + rows[i][1]) / 2.0), i))
-
-
-def assign_words(words_with_abs_times: Sequence[Any], segments: Sequence[Any]) -> list[list[Any]]:
-    """Give every word to exactly one segment row.
-
-    Parameters
-    ----------
-    words_with_abs_times : sequence
-        Words with times in seconds from the recording's start (see the module docstring).
-    segments : sequence
-        Segment rows (see the module docstring); they may be short, overlap or leave gaps.
-
-    Returns
-    -------
-    list of list
-        One list per segment row, in row order, holding that row's words (the objects given)
-        in input order. Every word is in exactly one list.
-
-    Notes
-    -----
-    The rule, with ``m`` the word's midpoint ``(start + end) / 2``:
-
-    1. If exactly one row contains ``m`` (``start <= m <= end``), the word is that row's.
-    2. Otherwise (a tie: ``m`` lies in several overlapping rows or on the boundary of two
-       adjoining ones; or a gap: in none) the candidates are the rows containing ``m``, or
-       all rows when none does; if the word has a speaker and some candidates are that
-       speaker's, only those stay. The word goes to the candidate nearest to ``m`` (distance
-       from ``m`` to the row, 0 inside); remaining ties go to the row overlapping the word
-       most, then to the row whose centre is nearest to ``m``, then to the earlier row.
-
-    Raises
-    ------
-    ValueError
-        Words but no rows; a word or row with non-finite times or ``end < start``.
-    """
-    rows = [_row_span(r) for r in segments]
-    out: list[list[Any]] = [[] for _ in rows]
-    if not words_with_abs_times:
-        return out
-    if not rows:
-        raise ValueError("cannot assign words: there are no segment rows")
-    for word in words_with_abs_times:
-        start, end, speaker = _word_span(word)
-        out[_choose_row(start, end, speaker, rows)].append(word)
-    return out
 
 
 # ---------------------------------------------------------------------------------------

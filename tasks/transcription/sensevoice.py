@@ -2,7 +2,7 @@
 
 :func:`load_sensevoice` builds the model, tokenizer and feature frontend with funasr's classes
 from a **local** directory (no hub access) and loads the weights without running code from the
-checkpoint (:mod:`tasks.checkpoints`: safetensors or ``torch.load(weights_only=True)``), with a
+checkpoint (:mod:`tasks.models.checkpoints`: safetensors or ``torch.load(weights_only=True)``), with a
 strict key and shape check.
 
 :func:`transcribe_clips` runs funasr's own ``SenseVoiceSmall.inference`` on precomputed
@@ -41,13 +41,13 @@ import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 
-from tasks.audio import SAMPLE_RATE
-from tasks.errors import first_line
-from tasks.models import ModelUnavailableError
+from tasks.core.timebase import SAMPLE_RATE
+from tasks.core.errors import first_line
+from tasks.models.hub import ModelUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -406,6 +406,47 @@ def fit_state_strict(model, state: dict[str, Any], ckpt: Path) -> dict[str, Any]
     return {k: state[k].to(v.dtype) for k, v in dst.items()}
 
 
+def _checked_parts(model_dir: str | Path) -> tuple[dict[str, Path], dict[str, Any], Any, Any, Any, dict[str, Any]]:
+    """The files, config, tokenizer, frontend, meta-device model and fitted state of a local
+    SenseVoice directory, every file checked (one-line errors naming it)."""
+    from tasks.models.checkpoints import load_state
+
+    files = check_model_files(model_dir)
+    cfg = read_config(files["config"])
+    tokenizer = _build_tokenizer(cfg, files["bpemodel"])
+    frontend = _build_frontend(cfg, files["cmvn_file"])
+    model = _build_meta_model(cfg, files["config"], input_size=frontend.output_size(),
+                              vocab_size=tokenizer.get_vocab_size())
+    state = fit_state_strict(model, load_state(files["checkpoint"]), files["checkpoint"])
+    return files, cfg, tokenizer, frontend, model, state
+
+
+def check_sensevoice(model_dir: str | Path) -> None:
+    """Vet a SenseVoice directory before the first recording, without loading its weights: its
+    files present and usable, its checkpoint safe to read (no code runs from it) and fitting
+    the model (keys and shapes, on the ``meta`` device).
+
+    Raises
+    ------
+    ModelUnavailableError
+        One line naming the file at fault.
+    """
+    _checked_parts(model_dir)
+
+
+def get_sensevoice(config: Any) -> SenseVoiceModel:
+    """The process-wide model for a ``transcribe`` config section: resolved (downloaded on first
+    use), loaded once per worker process, then reused."""
+    from tasks.models.cache import cached_model
+    from tasks.models.devices import resolve_device
+    from tasks.models.hub import resolve
+
+    resolved = resolve(config.model, kind="transcribe", hub=config.hub)
+    device = resolve_device(config.device, setting="transcribe.device")
+    return cached_model(("transcribe", resolved.path, resolved.sha256, device),
+                        lambda: load_sensevoice(resolved.path, device=device))
+
+
 def load_sensevoice(model_dir: str | Path, *, device: str = "cpu") -> SenseVoiceModel:
     """Load a local SenseVoiceSmall directory with funasr's classes, weights read safely.
 
@@ -431,22 +472,15 @@ def load_sensevoice(model_dir: str | Path, *, device: str = "cpu") -> SenseVoice
     SenseVoiceCheckpointError
         The checkpoint's tensors do not fit the model.
     """
-    from tasks.checkpoints import load_state
-    from tasks.models import resolve_device
-    from tasks.testmodels import is_test_model
+    from tasks.models.devices import resolve_device
+    from tasks.models.testmodels import is_test_model
 
-    files = check_model_files(model_dir)
-    cfg = read_config(files["config"])
-    tokenizer = _build_tokenizer(cfg, files["bpemodel"])
-    frontend = _build_frontend(cfg, files["cmvn_file"])
-    model = _build_meta_model(cfg, files["config"], input_size=frontend.output_size(),
-                              vocab_size=tokenizer.get_vocab_size())
-    state = fit_state_strict(model, load_state(files["checkpoint"]), files["checkpoint"])
+    files, cfg, tokenizer, frontend, model, state = _checked_parts(model_dir)
     model.load_state_dict(state, strict=True, assign=True)
     left = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
     if left:
         raise SenseVoiceCheckpointError(f"{files['checkpoint']}: not loaded: {', '.join(left[:3])}")
-    dev = resolve_device(device, setting="transcription.device")
+    dev = resolve_device(device, setting="transcribe.device")
     model.eval().to(dev)
     path = Path(model_dir)
     test = is_test_model(path)
@@ -580,6 +614,7 @@ def transcribe_clips(
     itn: bool = True,
     batch_seconds: float | None = None,
     seed: int | None = 0,
+    progress: Callable[[float, float], None] | None = None,
 ) -> list[ClipTranscript]:
     """Transcribe 16 kHz mono clips with SenseVoice, exactly as funasr's ``generate`` does.
 
@@ -600,6 +635,8 @@ def transcribe_clips(
     seed : int or None
         Seed of the frontend's dither noise, reset for every clip (see the module docstring);
         ``None`` draws it from torch's global generator as funasr does.
+    progress : callable, optional
+        ``progress(seconds_done, seconds_total)`` of audio, after each forward pass.
 
     Returns
     -------
@@ -617,10 +654,16 @@ def transcribe_clips(
         raise ValueError(f"language must be one of {', '.join(LANGUAGE_OPTIONS)}, not {language!r}")
     audio = check_clips(clips)
     out: list[ClipTranscript | None] = [None] * len(audio)
+    total_s, done_s = sum(a.size for a in audio) / SAMPLE_RATE, 0.0
+    if progress is not None:
+        progress(0.0, total_s)
     with model.lock:
         feats = [clip_features(model, a, seed=seed) for a in audio]  # input order: the noise too
         for idx in batches([a.size for a in audio], batch_seconds=batch_seconds):
             results = _infer(model, [feats[i] for i in idx], language=language, itn=itn)
             for i, result in zip(idx, results):
                 out[i] = transcript_from_result(result)
+            if progress is not None:
+                done_s += sum(audio[i].size for i in idx) / SAMPLE_RATE
+                progress(done_s, total_s)
     return out  # type: ignore[return-value]

@@ -36,7 +36,7 @@ from typing import Any, Literal
 
 import yaml
 
-from tasks.testmodels import TEST_MODEL_MARKER
+from tasks.models.testmodels import TEST_MODEL_MARKER
 
 SHARED_CONFIG = Path(__file__).resolve().parents[3] / "shared" / "models" / "SenseVoiceSmall"
 """Where the published SenseVoiceSmall ``config.yaml`` lives (``../shared/models/SenseVoiceSmall``)."""
