@@ -71,7 +71,9 @@ def finalize(jobs: list[RecordingJob], outcomes: list[dict[str, Any]], run: dict
             ok_ids.append(job.recording_id)
         recordings[job.recording_id] = {
             "source_path": job.source_path,
-            "stages": {r["stage"]: {"status": r["status"], "seconds": round(r["seconds"], 4)} for r in outcome["reports"]},
+            "stages": {r["stage"]: {"status": r["status"], "seconds": round(r["seconds"], 4),
+                                    **({"discarded": r["discarded"]} if r.get("discarded") else {})}
+                       for r in outcome["reports"]},
             "facts": {r["stage"]: r["facts"] for r in outcome["reports"] if r["facts"]},
             "failed": outcome["failure"],
         }
@@ -117,11 +119,11 @@ def link_speakers(jobs: list[RecordingJob], *, config: Config) -> dict[tuple[str
     from tasks.pipeline import layout
     from tasks.speakers.linking import link_run_speakers
 
+    from tasks.pipeline.runner import ensure_artefact
+
     voices = {}
-    for job in jobs:
-        folder = job.store.get("voices", job.keys["voices"])
-        if folder is not None:
-            voices[job.recording_id] = layout.read_voices(folder)
+    for job in jobs:  # verified (a damaged one is computed again under its key)
+        voices[job.recording_id] = layout.read_voices(ensure_artefact(job, "voices"))
     return link_run_speakers(voices, threshold=config.diarization.link_threshold)
 
 
