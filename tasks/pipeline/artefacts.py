@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.core.config import canonical_hash
+from tasks.core.storage import real_dir
 
 META = "meta.json"
 FILES = "files"
@@ -62,7 +63,7 @@ def _digest(path: Path, st: os.stat_result) -> str:
     return digest
 
 
-def _walk(folder: Path, skip: str) -> dict[str, os.stat_result]:
+def _walk(folder: Path, skip: str | frozenset[str]) -> dict[str, os.stat_result]:
     """Every entry under ``folder`` (relative posix path -> lstat), symlinks not followed;
     ``skip`` (the record file itself) left out. Raises :class:`BadArtefact` on a symlink or
     anything that is neither a folder nor a regular file."""
@@ -78,17 +79,17 @@ def _walk(folder: Path, skip: str) -> dict[str, os.stat_result]:
                 continue
             if not stat.S_ISREG(st.st_mode):
                 raise BadArtefact(f"{rel} is {'a symlink' if stat.S_ISLNK(st.st_mode) else 'not a regular file'}")
-            if rel != skip:
+            if rel != skip and not (isinstance(skip, frozenset) and rel in skip):
                 found[rel] = st
     return found
 
 
-def record_files(folder: Path, *, skip: str = META) -> dict[str, list[Any]]:
+def record_files(folder: Path, *, skip: str | frozenset[str] = META) -> dict[str, list[Any]]:
     """``{relative path: [size, sha256]}`` of every file under ``folder`` but ``skip``."""
     return {rel: [st.st_size, _digest(folder / rel, st)] for rel, st in sorted(_walk(folder, skip).items())}
 
 
-def verify_files(folder: Path, recorded: Any, *, skip: str = META) -> None:
+def verify_files(folder: Path, recorded: Any, *, skip: str | frozenset[str] = META) -> None:
     """Check ``folder`` holds exactly the files of ``recorded`` (sizes first, then sha256).
 
     Raises
@@ -180,8 +181,10 @@ class ArtefactStore:
 
     def begin(self, stage: str, key: str) -> Path:
         """A fresh temporary directory to write the artefact into."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        real_dir(self.root / stage, base=self.root)  # a link in a stage's place is refused
         tmp = self.root / stage / f"{key}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir(parents=True)
+        tmp.mkdir()
         return tmp
 
     def commit(self, stage: str, key: str, tmp: Path, meta: dict[str, Any]) -> Path:
@@ -248,7 +251,11 @@ def _pid_alive(tmp_name: str) -> bool:
 
 
 PUBLISHED_RECORD = ".export.json"
-"""What a published recording folder was made from (``key``) and what was written (``facts``)."""
+"""What a published recording folder was made from (``key``), what was written (``facts``) and
+its files' sizes and sha256 (``files``)."""
+PUBLISHED_UNCHECKED = frozenset({PUBLISHED_RECORD, "timeline.png"})
+"""Not part of the published record: the record itself, and the timeline the report writes
+beside the export on every report build (from the verified tables)."""
 
 
 def published_facts(folder: Path, *, key: str, on_bad: Any = None) -> dict[str, Any] | None:
@@ -265,7 +272,7 @@ def published_facts(folder: Path, *, key: str, on_bad: Any = None) -> dict[str, 
     if not (isinstance(record, dict) and record.get("key") == key):
         return None
     try:
-        verify_files(folder, record.get(FILES), skip=PUBLISHED_RECORD)
+        verify_files(folder, record.get(FILES), skip=PUBLISHED_UNCHECKED)
     except BadArtefact as exc:
         if on_bad is not None:
             on_bad(folder, str(exc))
@@ -284,7 +291,7 @@ def begin_published(folder: Path) -> Path:
 def commit_published(tmp: Path, folder: Path, *, key: str, facts: dict[str, Any]) -> None:
     """Record ``key`` and ``facts`` in ``tmp`` last, then swap it in for ``folder`` (the old one
     is moved aside, then removed)."""
-    files = record_files(tmp, skip=PUBLISHED_RECORD)
+    files = record_files(tmp, skip=PUBLISHED_UNCHECKED)
     _fsync_tree(tmp)
     (tmp / PUBLISHED_RECORD).write_text(json.dumps({"key": key, "facts": facts, FILES: files}), encoding="utf-8")
     old = None

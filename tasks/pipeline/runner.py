@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tasks.core.storage import atomic_write_json
+from tasks.core.storage import NoSpaceError, atomic_write_json, no_space
 from tasks.pipeline import artefacts
 from tasks.pipeline.job import RecordingJob, StageReport
 from tasks.pipeline.registry import load_registry
@@ -130,6 +130,10 @@ def run_stage(job: RecordingJob, name: str) -> StageReport:
             # content-keyed: the artefact holds no recording name (the same audio under another
             # name reuses it; names are applied by the publishing stage)
             job.store.commit(name, key, tmp, {"stage": name, "key": key, "seconds": seconds, "facts": facts})
+    except Exception as exc:
+        if no_space(exc):  # one line, whatever layer noticed (numpy's short write, ENOSPC, EDQUOT)
+            raise NoSpaceError(job.out_dir) from None
+        raise
     finally:
         if Path(tmp).exists():
             shutil.rmtree(tmp, ignore_errors=True)
