@@ -160,3 +160,68 @@ def test_damaged_cache_is_recomputed_and_results_match_a_clean_run(
     assert {s: r.status for s, r in third.items() if s != "export"} == dict.fromkeys(
         [s for s in third if s != "export"], "reused")
     assert _published(out / "recordings" / "short") == expected
+
+
+@pytest.fixture(scope="module")
+def clean_run(tmp_path_factory: pytest.TempPathFactory, short_wav: Path, tiny_model_dir: Path) -> Path:
+    from tasks.pipeline.runner import run_stages
+    from tasks.run.plan import prepare_run
+
+    out = tmp_path_factory.mktemp("clean") / "out"
+    jobs, _ = prepare_run([str(short_wav)], config=load_config(None, [f"emotion.model={tiny_model_dir}"]), out_dir=out)
+    run_stages(jobs[0])
+    return out
+
+
+@pytest.mark.parametrize("failure", ["numpy short write", "ENOSPC"])
+def test_a_full_disk_is_one_line_and_a_rerun_after_freeing_space_is_identical(
+        tmp_path: Path, clean_run: Path, short_wav: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch,
+        failure: str) -> None:
+    import errno
+
+    from tasks.core.storage import NoSpaceError
+    from tasks.pipeline.runner import run_stages
+    from tasks.run.plan import prepare_run
+
+    out = tmp_path / "out"
+    shutil.copytree(clean_run, out, symlinks=True)
+    shutil.rmtree(next((out / ".emoflow" / "artefacts" / "emotion").glob("[0-9a-f]*")))
+    shutil.rmtree(out / "recordings")
+    expected = _published(clean_run / "recordings" / "short")
+    real_save = np.save
+
+    def full_disk(file, arr, *a, **k):
+        if failure == "ENOSPC":
+            raise OSError(errno.ENOSPC, "No space left on device", str(file))
+        real_save(file, np.asarray(arr)[: max(1, len(np.asarray(arr)) // 2)], *a, **k)  # half of it landed
+        raise OSError("240000 requested and 109536 written")
+
+    jobs, _ = prepare_run([str(short_wav)], config=load_config(None, [f"emotion.model={tiny_model_dir}"]), out_dir=out)
+    monkeypatch.setattr(np, "save", full_disk)
+    with pytest.raises(NoSpaceError) as info:
+        run_stages(jobs[0])
+    assert str(info.value).startswith(f"no space left on {out}") and "\n" not in str(info.value)
+    assert not list((out / ".emoflow" / "artefacts" / "emotion").iterdir())  # nothing half-written kept
+    monkeypatch.setattr(np, "save", real_save)
+    reports = run_stages(jobs[0])
+    assert reports["emotion"].status == "computed" and reports["diarize"].status == "reused"
+    assert _published(out / "recordings" / "short") == expected
+
+
+def test_no_space_is_recognised_through_causes() -> None:
+    import errno
+
+    from tasks.core.storage import NoSpaceError, no_space
+
+    assert no_space(OSError(errno.ENOSPC, "No space left on device"))
+    assert no_space(OSError(errno.EDQUOT, "Disk quota exceeded"))
+    assert no_space(OSError("240000 requested and 109536 written"))
+    try:
+        try:
+            raise OSError(errno.ENOSPC, "full")
+        except OSError as inner:
+            raise RuntimeError("wrapped") from inner
+    except RuntimeError as outer:
+        assert no_space(outer)
+    assert not no_space(OSError(errno.EACCES, "Permission denied")) and not no_space(ValueError("x"))
+    assert str(NoSpaceError("/x/out")).startswith("no space left on /x/out")
