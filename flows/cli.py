@@ -376,6 +376,12 @@ def main() -> None:
     except Exception as exc:  # noqa: BLE001 - the last line of defence
         if os.environ.get("EMOFLOW_DEBUG") == "1":
             raise
+        from tasks.core.storage import NoSpaceError, no_space
+
+        if no_space(exc):  # a full disk is the machine's state, not a bug: one line, exit 2
+            where = exc.path if isinstance(exc, NoSpaceError) else (getattr(exc, "filename", None) or "the disk")
+            typer.echo(f"emoflow: error: no space left on {where}: free some space and run again", err=True)
+            sys.exit(EXIT_USAGE)
         log = _log_internal_error(exc)
         where = f"details in {log}" if log else "run with EMOFLOW_DEBUG=1 for details"
         typer.echo(f"emoflow: error: internal error: {type(exc).__name__}: {first_line(exc, limit=300)} ({where}; "

@@ -21,6 +21,7 @@ from prefect.states import State
 from flows.display import POLL_S, RunProgress, future_done
 from tasks.core.config import Config
 from tasks.core.errors import RunError, first_line
+from tasks.core.storage import no_space
 from tasks.models.vetting import resolve_models
 from tasks.pipeline.job import DEFAULT_REGISTRY, RecordingJob, StageReport
 from tasks.pipeline.registry import load_registry
@@ -41,7 +42,8 @@ def _permanent(exc: BaseException) -> bool:
     from tasks.audio.decode import AudioError
     from tasks.models.hub import ModelUnavailableError
 
-    return isinstance(exc, (AudioError, ModelUnavailableError, ValueError, KeyError, TypeError, FileNotFoundError))
+    return no_space(exc) or isinstance(exc, (AudioError, ModelUnavailableError, ValueError, KeyError, TypeError,
+                                             FileNotFoundError))
 
 
 def _retry_transient(task_obj: Any, task_run: Any, state: State) -> bool:
@@ -132,7 +134,14 @@ def emoflow_run(jobs: list[RecordingJob], run: dict[str, Any]) -> dict[str, Any]
                 logger.info("%s: %s", job.recording_id, ", ".join(f"{r['stage']} {r['status']}" for r in reports))
             outcomes.append({"recording_id": job.recording_id, "reports": reports, "failure": failure})
             progress.update(chains, settled=len(outcomes), segments=total_segments)
-    summary = finalize(jobs, outcomes, run)
+    try:
+        summary = finalize(jobs, outcomes, run)
+    except OSError as exc:
+        if not no_space(exc):
+            raise
+        logger.error("no space left on %s", run["out_dir"])
+        return {"error": f"no space left on {run['out_dir']}: free some space and run again (what was written "
+                         "is checked, and recomputed where incomplete)"}
     try:
         _publish_artifacts(summary, config.sha256())
     except Exception as exc:  # artifacts are a convenience; never lose results over them
@@ -203,6 +212,24 @@ def _publish_artifacts(summary: "RunSummary", config_sha: str) -> None:
     create_markdown_artifact(key="emoflow-summary", markdown="\n".join(md))
 
 
+def check_server(timeout: float = 3.0) -> None:
+    """When PREFECT_API_URL names a server, check that it answers (``/health``) within
+    ``timeout`` seconds; RunError (one line: the URL and the fix) otherwise."""
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if not url:
+        return  # a temporary server is started for the run
+    import httpx
+
+    try:
+        httpx.get(str(url).rstrip("/") + "/health", timeout=timeout).raise_for_status()
+    except Exception as exc:  # noqa: BLE001 - refused, unreachable, timeout, not a Prefect API
+        raise RunError(f"no Prefect server answers at PREFECT_API_URL={url} ({type(exc).__name__}): start it "
+                       "(`prefect server start`), or fix the URL, or unset PREFECT_API_URL "
+                       "(`prefect config unset PREFECT_API_URL`) to run with a temporary server") from None
+
+
 def server_configured() -> bool:
     """Whether Prefect talks to a running server (PREFECT_API_URL) rather than an ephemeral one."""
     from prefect.settings import PREFECT_API_URL
@@ -222,10 +249,12 @@ def run_pipeline(inputs: list[str], *, config: Config, out_dir: str | os.PathLik
     RunError
         No inputs, a model is unavailable, or ``out_dir`` is unusable or busy (one line).
     """
+    from tasks.core.storage import NoSpaceError
     from tasks.run.rundir import RunDirError, run_dir_lock
 
-    plan = plan_run(inputs, config=config, out_dir=out_dir)
+    check_server()  # before any work: an unreachable server fails in seconds, not after the run
     try:
+        plan = plan_run(inputs, config=config, out_dir=out_dir)
         with run_dir_lock(out_dir) as lock:
             jobs, run = prepare_run(inputs, config=config, out_dir=out_dir, plan=plan, registry=registry)
             if lock.previous_crashed and lock.previous.get("flow_run_id"):
@@ -238,6 +267,15 @@ def run_pipeline(inputs: list[str], *, config: Config, out_dir: str | os.PathLik
                       "`prefect config set PREFECT_API_URL=http://127.0.0.1:4200/api`.", file=sys.stderr, flush=True)
             flow_fn = emoflow_run.with_options(flow_run_name=run["run_name"], task_runner=_task_runner(config))
             result = flow_fn(jobs, run)
+            if result.get("error"):  # the run stopped (no space left): nothing it wrote is trusted
+                raise RunError(result["error"])
             return RunSummary.from_dict(result)
     except RunDirError as exc:
         raise RunError(str(exc)) from None
+    except NoSpaceError as exc:
+        raise RunError(str(exc)) from None
+    except OSError as exc:
+        if no_space(exc):
+            raise RunError(f"no space left on {out_dir}: free some space and run again (what was "
+                           "written is checked, and recomputed where incomplete)") from None
+        raise

@@ -309,6 +309,8 @@ def denoise(
     n = x.shape[0]
     if n == 0:
         return x.copy(), DenoiseStats(config.method, None, None, "none", 0.0, 0.0)
+    if not x.any():  # digital silence: nothing to take out (and no STFT of hours of zeros)
+        return x, DenoiseStats(config.method, None, None, "none", 0.0, round(time.perf_counter() - t0, 4))
     if speech is None:
         from tasks.audio.vad import speech_regions
 

@@ -498,7 +498,9 @@ def diarize(
     """
     wave = _as_waveform(audio, sample_rate)
     hook = None if progress is None else _ProgressHook(progress, skip=progress_steps_skipped(config))
-    if wave.shape[1] < SAMPLE_RATE // 10 or not torch.isfinite(wave).all() or float(wave.abs().max()) == 0.0:
+    # reductions only: no temporary as large as the audio (hours of silence cost one copy, not three)
+    silent = float(wave.max()) == 0.0 and float(wave.min()) == 0.0
+    if wave.shape[1] < SAMPLE_RATE // 10 or not bool(torch.isfinite(wave.sum())) or silent:
         empty = Annotation(uri=recording_id)
         if hook is not None:
             hook.report(1.0)

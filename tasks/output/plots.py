@@ -38,10 +38,20 @@ EMOTION_EMOJI: dict[str, str] = {
 UNSCORED_COLOUR = "#e6e6e6"
 
 
+def literal(text: Any) -> str:
+    """``text`` as matplotlib draws it literally: a speaker, channel or recording name like
+    ``$x^{$`` is not TeX (mathtext would fail to parse it, or typeset it). Every name drawn in
+    this module goes through here; :func:`png_bytes` also turns ``text.usetex`` off."""
+    return str(text).replace("$", r"\$")
+
+
 def png_bytes(fig: Figure, *, dpi: int = 100) -> bytes:
     """Render ``fig`` as PNG bytes."""
+    import matplotlib
+
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    with matplotlib.rc_context({"text.usetex": False}):  # names are text, never LaTeX
+        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     return buf.getvalue()
 
 
@@ -88,17 +98,23 @@ class PlotCache:
         _digest(inputs, h)
         key = h.hexdigest()[:32]
         self.used.add(key)
-        path = self.folder / f"{key}.png"
-        try:
-            return path.read_bytes()
-        except OSError:
-            pass
+        # a kept render is named after its content too: one edited or damaged on disk is drawn again
+        for path in self.folder.glob(f"{key}.*.png"):
+            try:
+                if path.is_symlink() or not path.is_file():
+                    raise OSError("not a regular file")
+                kept = path.read_bytes()
+                if hashlib.sha256(kept).hexdigest()[:16] == path.name.split(".")[1]:
+                    return kept
+            except OSError:
+                pass
+            path.unlink(missing_ok=True)
         png = png_bytes(build())
         self.drawn += 1
         from tasks.core.storage import atomic_write_bytes
 
         try:
-            atomic_write_bytes(path, png)
+            atomic_write_bytes(self.folder / f"{key}.{hashlib.sha256(png).hexdigest()[:16]}.png", png)
         except OSError:  # a read-only run folder: the report is still written elsewhere or fails there
             pass
         return png
@@ -108,7 +124,7 @@ class PlotCache:
         if self.folder is None or not self.folder.is_dir():
             return
         for f in self.folder.glob("*.png"):
-            if f.stem not in self.used:
+            if f.name.split(".")[0] not in self.used:
                 f.unlink(missing_ok=True)
 
 
@@ -164,7 +180,7 @@ def timeline_figure(seg: pd.DataFrame, *, recording_id: str = "", duration: floa
             edge = ["black" if d else colour for d in drilled.loc[grp.index]]
             ax.broken_barh(list(zip(grp["start"], grp["end"] - grp["start"])), (y - 0.35, 0.7),
                            facecolors=[to_rgba(colour, a) for a in alphas], edgecolors=edge, linewidth=0.6)
-    ax.set_yticks(range(len(speakers)), speakers)
+    ax.set_yticks(range(len(speakers)), [literal(s) for s in speakers])
     ax.set_ylim(-0.6, max(len(speakers), 1) - 0.4)
     end = float(duration) if duration else float(seg["end"].max()) if len(seg) else 1.0
     ax.set_xlim(0, max(end, 1e-3))
@@ -177,10 +193,10 @@ def timeline_figure(seg: pd.DataFrame, *, recording_id: str = "", duration: floa
         handles.append(Patch(facecolor=UNSCORED_COLOUR, edgecolor="#b0b0b0", hatch="///", label="not scored"))
     if handles:
         ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
-    title = f"{recording_id}: speakers × time, coloured by emotion" if recording_id else "speakers × time"
+    title = f"{literal(recording_id)}: speakers × time, coloured by emotion" if recording_id else "speakers × time"
     if drilled.any():
         title += " (outlined: drilled down)"
-    ax.set_title(title, fontsize=10, loc="left")
+    ax.set_title(title, fontsize=10, loc="left")  # built from literal() names above
     return fig
 
 
@@ -199,7 +215,7 @@ def frame_curves_figure(curves: Sequence[tuple[str, float, float, np.ndarray]], 
         for k, emo in enumerate(EMOTIONS):
             ax.plot(t, frames[:, k], color=EMOTION_COLOURS[emo], linewidth=1.1, label=emo)
         ax.set_ylim(0, 1)
-        ax.set_title(title, fontsize=9, loc="left")
+        ax.set_title(literal(title), fontsize=9, loc="left")
         ax.set_xlabel("time (s)", fontsize=8)
         ax.set_ylabel("score", fontsize=8)
         ax.tick_params(labelsize=7)
@@ -233,13 +249,13 @@ def speaker_distribution_figure(dist: pd.DataFrame, *, title: str = "") -> Figur
         if vals.any():
             ax.barh(range(len(dist)), vals, left=left, color=EMOTION_COLOURS[emo], label=emo, height=0.7)
         left += vals
-    ax.set_yticks(range(len(dist)), list(dist.index))
+    ax.set_yticks(range(len(dist)), [literal(s) for s in dist.index])
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
     ax.set_xlabel("share of scored speech time")
     if len(dist):
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
-    ax.set_title(title or "emotion distribution per speaker", fontsize=10, loc="left")
+    ax.set_title(literal(title) if title else "emotion distribution per speaker", fontsize=10, loc="left")
     return fig
 
 
@@ -278,5 +294,5 @@ def scores_bar_figure(scores: Sequence[float], *, title: str = "") -> Figure:
     ax.set_xlim(0, 1)
     for i, v in enumerate(vals):
         ax.text(min(v + 0.01, 0.9), i, f"{v:.3f}", va="center", fontsize=8)
-    ax.set_title(title, fontsize=10, loc="left")
+    ax.set_title(literal(title), fontsize=10, loc="left")
     return fig

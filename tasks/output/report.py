@@ -558,6 +558,20 @@ def render_report(data: RunData, cfg: ReportConfig, *, plots: PlotCache | None =
     return "\n".join(out)
 
 
+REPORT_NAME = "report.html"
+
+
+def remove_report(run_dir: str | Path) -> None:
+    """Remove ``report.html`` of ``run_dir`` (a link is removed, never followed; a folder of that
+    name is left to fail the report with its own message)."""
+    path = Path(run_dir) / REPORT_NAME
+    try:
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+    except FileNotFoundError:
+        pass
+
+
 def build_report(run_dir: str | Path, *, config: ReportConfig | None = None) -> Path:
     """Write ``report.html`` (and each ``recordings/<id>/timeline.png``) for a run directory.
 
@@ -581,4 +595,4 @@ def build_report(run_dir: str | Path, *, config: ReportConfig | None = None) -> 
     plots = PlotCache(data.run_dir / ".emoflow" / "plots")
     text = render_report(data, config, plots=plots)
     plots.prune()
-    return atomic_write_text(data.run_dir / "report.html", text)
+    return atomic_write_text(data.run_dir / REPORT_NAME, text)

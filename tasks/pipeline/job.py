@@ -60,10 +60,12 @@ class RecordingJob:
         return Path(self.out_dir) / "recordings" / self.recording_id
 
     def artefact(self, stage: str) -> Path:
-        """The folder of ``stage``'s artefact under this job's key (it must exist)."""
+        """The folder of ``stage``'s artefact under this job's key (it must exist and match what
+        was committed: a damaged one is discarded and this raises)."""
         path = self.store.get(stage, self.keys[stage])
         if path is None:
-            raise RuntimeError(f"{self.recording_id}: artefact of stage {stage!r} is missing")
+            raise RuntimeError(f"{self.recording_id}: artefact of stage {stage!r} is missing or damaged "
+                               "(it is computed again on the next run)")
         return path
 
 
@@ -76,6 +78,8 @@ class StageReport:
     status: str  # computed | reused
     seconds: float
     facts: dict[str, Any] = field(default_factory=dict)
+    discarded: str | None = None
+    """Why an earlier artefact of this stage was found damaged and computed again (None: it was not)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -71,10 +71,17 @@ def finalize(jobs: list[RecordingJob], outcomes: list[dict[str, Any]], run: dict
             ok_ids.append(job.recording_id)
         recordings[job.recording_id] = {
             "source_path": job.source_path,
-            "stages": {r["stage"]: {"status": r["status"], "seconds": round(r["seconds"], 4)} for r in outcome["reports"]},
+            "stages": {r["stage"]: {"status": r["status"], "seconds": round(r["seconds"], 4),
+                                    **({"discarded": r["discarded"]} if r.get("discarded") else {})}
+                       for r in outcome["reports"]},
             "facts": {r["stage"]: r["facts"] for r in outcome["reports"] if r["facts"]},
             "failed": outcome["failure"],
         }
+    # the previous run's report goes before this run's tables are written: report.html is there
+    # only when this run wrote it (a failed or disabled report leaves none, never a stale one)
+    from tasks.output.report import remove_report
+
+    remove_report(out)
     t0 = time.perf_counter()
     try:
         links = link_speakers([j for j in jobs if j.recording_id in set(ok_ids)], config=config)
@@ -103,8 +110,12 @@ def finalize(jobs: list[RecordingJob], outcomes: list[dict[str, Any]], run: dict
             report_path = build_report(out, config=config.report)
             summary.report = str(report_path.relative_to(out))
         except Exception as exc:  # a report problem must not lose the results
+            from tasks.core.storage import no_space
+
+            remove_report(out)  # never a stale or half one beside this run's tables
+            why = "no space left on device" if no_space(exc) else first_line(exc)
             failures.append({"input": str(out), "stage": "report", "error": type(exc).__name__,
-                             "message": f"{out}: report failed: {first_line(exc)}"})
+                             "message": f"{out}: report failed: {why}"})
             write_failures(out, failures)
         summary.stage_s += time.perf_counter() - t0
     summary.wall_s = time.perf_counter() - run["t_start"]
@@ -117,11 +128,11 @@ def link_speakers(jobs: list[RecordingJob], *, config: Config) -> dict[tuple[str
     from tasks.pipeline import layout
     from tasks.speakers.linking import link_run_speakers
 
+    from tasks.pipeline.runner import ensure_artefact
+
     voices = {}
-    for job in jobs:
-        folder = job.store.get("voices", job.keys["voices"])
-        if folder is not None:
-            voices[job.recording_id] = layout.read_voices(folder)
+    for job in jobs:  # verified (a damaged one is computed again under its key)
+        voices[job.recording_id] = layout.read_voices(ensure_artefact(job, "voices"))
     return link_run_speakers(voices, threshold=config.diarization.link_threshold)
 
 

@@ -6,6 +6,11 @@ run; a second live run into the same directory stops at once with one line namin
 The lock file also holds the owner's record (pid, host, start, Prefect flow-run id, state), so
 the next owner can tell that its predecessor died while running and mark its Prefect flow run
 ``Crashed``.
+
+``--out`` itself may be a symbolic link (the user chose it); inside it, emoflow writes only
+through folders and files it made: the lock is opened with ``O_NOFOLLOW`` and must be a regular
+file, and ``.emoflow`` with its folders and ``recordings`` must be real folders (a link in their
+place stops the run with one line naming it, exit 2).
 """
 
 from __future__ import annotations
@@ -18,14 +23,19 @@ import json
 import os
 import shutil
 import socket
+import stat
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from tasks.core.storage import NotOwnedError, real_dir
 from tasks.run.inputs import RUN_MARKER
 
 LOCK_NAME = "lock"
+OWNED_DIRS = (RUN_MARKER, f"{RUN_MARKER}/artefacts", f"{RUN_MARKER}/progress", f"{RUN_MARKER}/plots",
+              f"{RUN_MARKER}/discarded", "recordings")
+"""The folders of a run directory that emoflow writes into: never links."""
 
 
 class RunDirError(Exception):
@@ -44,10 +54,14 @@ def check_out_dir(out: str | os.PathLike[str]) -> Path:
     if path.exists() and not path.is_dir():
         raise RunDirError(f"{path}: --out must be a folder, but this is a file")
     try:
-        (path / RUN_MARKER).mkdir(parents=True, exist_ok=True)
+        path.mkdir(parents=True, exist_ok=True)
+        for owned in OWNED_DIRS:
+            real_dir(path / owned, base=path)
         probe = path / RUN_MARKER / f".write-test-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         probe.write_bytes(b"")
         probe.unlink()
+    except NotOwnedError as exc:  # a link or a file where emoflow keeps a folder
+        raise RunDirError(f"{exc.filename}: {exc.strerror}") from None
     except OSError as exc:
         reason = {errno.EACCES: "permission denied", errno.EROFS: "read-only file system",
                   errno.ENOTDIR: "a parent of it is a file", errno.ENOSPC: "no space left on device"}.get(
@@ -95,11 +109,30 @@ def update_lock_record(out: str | os.PathLike[str], **values: Any) -> None:
     """Add ``values`` to the owner record of ``out``'s lock (held by this process), in place:
     the lock file is never replaced, or its lock would be lost."""
     path = Path(out) / RUN_MARKER / LOCK_NAME
-    fd = os.open(path, os.O_RDWR)
+    fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
         _write_record(fd, {**_read_record(path), **values})
     finally:
         os.close(fd)
+
+
+def _open_lock(path: Path) -> int:
+    """Open (or create) the lock file, never through a link and never anything but a regular
+    file; RunDirError (one line: the path and the fix) otherwise."""
+    fix = "remove it (emoflow makes this file itself)"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise RunDirError(f"{path}: the run lock is a symbolic link, which emoflow did not make; {fix}") from None
+        if exc.errno == errno.EISDIR:
+            raise RunDirError(f"{path}: the run lock is a folder; {fix}") from None
+        raise RunDirError(f"{path}: cannot open the run lock ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise RunDirError(f"{path}: the run lock is not a regular file; {fix}")
+    os.set_blocking(fd, True)
+    return fd
 
 
 @contextlib.contextmanager
@@ -112,7 +145,7 @@ def run_dir_lock(out: str | os.PathLike[str]) -> Iterator[RunLock]:
         Another live process holds it: the message names its pid, host and start time.
     """
     path = check_out_dir(out) / RUN_MARKER / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _open_lock(path)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -127,10 +160,18 @@ def run_dir_lock(out: str | os.PathLike[str]) -> Iterator[RunLock]:
                            "state": "running"})
     try:
         _write_record(fd, lock.record)
+    except OSError as exc:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+        reason = "no space left on device" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else exc.strerror or str(exc)
+        raise RunDirError(f"{path}: cannot write the run lock ({reason})") from None
+    try:
         yield lock
     finally:
         try:
             lock.update(state="finished")
+        except OSError:  # a full disk: the kernel lock still goes; the record says "running"
+            pass
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)

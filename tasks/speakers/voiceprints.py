@@ -27,6 +27,7 @@ import datetime as dt
 import json
 import os
 import re
+import stat
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -310,33 +311,78 @@ def enroll(
     return vp
 
 
+DIMENSION = 192
+"""The length of a CAM++ voiceprint (the model's embedding size)."""
+NORM_TOLERANCE = 1e-2
+"""A voiceprint is a unit vector (enrolment normalises it): its norm must be 1 within this."""
+
+
+def _regular(path: Path) -> bool:
+    """Whether ``path`` is a regular file, without following a link or opening it."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
 def _read(meta: Path) -> Voiceprint:
+    """The voiceprint of ``meta`` (``NAME.json`` beside ``NAME.npy``), checked: both regular
+    files (a link is refused, never followed), the inner name equal to the file's, the vector
+    192 finite numbers of norm 1."""
+    vec_path = meta.with_suffix(".npy")
+    for p in (meta, vec_path):
+        if p.is_symlink():
+            raise SpeakerError(f"{p}: a symbolic link in the speakers directory; emoflow reads only the files it "
+                               "wrote there (copy the voiceprint in, or enrol again)")
+    if not _regular(vec_path):
+        raise SpeakerError(f"{vec_path}: voiceprint vector missing or not a regular file; enrol "
+                           f"{meta.stem} again")
     try:
         facts = json.loads(meta.read_text(encoding="utf-8"))
-        vector = np.load(meta.with_suffix(".npy"), allow_pickle=False).astype(np.float32).reshape(-1)
-        return Voiceprint(
-            name=str(facts["name"]), vector=vector, model_id=str(facts["model"]["id"]),
-            model_sha256=str(facts["model"]["sha256"]), sources=list(facts.get("sources", [])),
-            created=str(facts.get("created", "")), speech_s=float(facts.get("speech_s", 0.0)),
+        vector = np.load(vec_path, allow_pickle=False)
+        vp = Voiceprint(
+            name=str(facts["name"]), vector=np.asarray(vector, dtype=np.float32).reshape(-1),
+            model_id=str(facts["model"]["id"]), model_sha256=str(facts["model"]["sha256"]),
+            sources=list(facts.get("sources", [])), created=str(facts.get("created", "")),
+            speech_s=float(facts.get("speech_s", 0.0)),
         )
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise SpeakerError(f"{meta}: unreadable voiceprint ({type(exc).__name__}: {str(exc)[:120]})") from None
+    why = None
+    if unicodedata.normalize("NFC", vp.name) != unicodedata.normalize("NFC", meta.stem):
+        why = f"it holds the name {vp.name!r}, not {meta.stem!r} (a renamed file): rename it back, or enrol again"
+    elif np.asarray(vector).ndim != 1 or vp.vector.shape != (DIMENSION,):
+        why = f"its vector has shape {tuple(np.asarray(vector).shape)}, a CAM++ voiceprint has ({DIMENSION},)"
+    elif not np.isfinite(vp.vector).all():
+        why = "its vector holds NaN or infinite values"
+    elif abs(float(np.linalg.norm(vp.vector.astype(np.float64))) - 1.0) > NORM_TOLERANCE:
+        why = f"its vector has norm {float(np.linalg.norm(vp.vector)):.4g}, a voiceprint has norm 1"
+    if why:
+        raise SpeakerError(f"{meta}: not a usable voiceprint: {why}; enrol again: "
+                           f"emoflow speakers enroll {meta.stem} FILE...")
+    return vp
 
 
 def list_voiceprints(*, store: str | os.PathLike[str] | None = None) -> list[Voiceprint]:
     """The voiceprints in ``store`` by name (an absent directory holds none).
 
+    Entries that are not regular files or links (a FIFO, a socket, a device, a folder named
+    ``*.json``) are skipped without being opened: they are not voiceprints emoflow wrote, and
+    opening a FIFO would block. A link is refused (:func:`_read`).
+
     Raises
     ------
     SpeakerError
-        ``store`` is not a directory, or a voiceprint there is unreadable.
+        ``store`` is not a directory, or a voiceprint there is unreadable or unusable.
     """
     root = Path(store) if store is not None else default_store()
     if not root.exists():
         return []
     if not root.is_dir():
         raise SpeakerError(f"{root}: not a speakers directory (a file)")
-    return [_read(p) for p in sorted(root.glob("*.json")) if not p.name.startswith(".")]
+    metas = [p for p in sorted(root.glob("*.json"))
+             if not p.name.startswith(".") and (p.is_symlink() or _regular(p))]
+    return [_read(p) for p in metas]
 
 
 def remove(name: str, *, store: str | os.PathLike[str] | None = None) -> None:

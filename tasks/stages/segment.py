@@ -22,7 +22,7 @@ def compute(ctx: StageContext) -> dict[str, Any]:
 
     turns, overlaps = layout.read_turns(ctx["diarization"])
     segments = build_segments(turns, recording_id="recording", config=ctx.config.segmentation, overlaps=overlaps,
-                              audio=np.asarray(layout.read_audio(ctx["audio"])))
+                              audio=np.asarray(layout.read_audio(ctx["audio"])) if turns else None)  # no turns: no split points
     layout.write_segments(ctx.out, segments)
     counts = {st: sum(1 for s in segments if s.status == st) for st in ("ok", "too_short", "overlap")}
     facts: dict[str, Any] = {"segments": len(segments), **counts}

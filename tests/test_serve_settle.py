@@ -1,0 +1,117 @@
+"""``emoflow serve`` takes an inbox file only once it is complete: a file written slowly is
+processed once, as a whole, and marked done once."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import soundfile as sf
+
+from flows.serve import complete_files, decodes_completely, scan_inbox, settle_seconds
+from tasks.core.config import load_config
+from tasks.core.storage import sha256_file
+
+LOG = logging.getLogger("test-serve-settle")
+
+
+def _wav_bytes(seconds: float, fmt: str = "WAV") -> bytes:
+    buf = io.BytesIO()
+    t = np.arange(int(seconds * 16000)) / 16000
+    sf.write(buf, (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 16000, format=fmt)
+    return buf.getvalue()
+
+
+class SlowWriter(threading.Thread):
+    """Appends ``data`` to ``path`` in ``pieces`` pieces, ``pause`` seconds apart (one pause of
+    ``stall`` seconds half-way, when given)."""
+
+    def __init__(self, path: Path, data: bytes, *, pieces: int = 10, pause: float = 0.15, stall: float = 0.0):
+        super().__init__(daemon=True)
+        self.path, self.data, self.pieces, self.pause, self.stall = path, data, pieces, pause, stall
+
+    def run(self) -> None:
+        step = -(-len(self.data) // self.pieces)
+        with open(self.path, "wb") as fh:
+            for i in range(self.pieces):
+                fh.write(self.data[i * step:(i + 1) * step])
+                fh.flush()
+                time.sleep(self.stall if self.stall and i == self.pieces // 2 else self.pause)
+
+
+def test_a_file_written_slowly_is_processed_once_as_a_whole(tmp_path: Path) -> None:
+    inbox, root = tmp_path / "inbox", tmp_path / "out"
+    inbox.mkdir()
+    data = _wav_bytes(3.0)
+    runs: list[list[str]] = []
+
+    def fake_run(paths, *, config, out_dir):
+        runs.append([sha256_file(p) for p in paths])
+        return SimpleNamespace(failed=[])
+
+    cfg = load_config(None, [])
+    writer = SlowWriter(inbox / "call.wav", data, pieces=12, pause=0.1)
+    writer.start()
+    while writer.is_alive():
+        scan_inbox(inbox, root, cfg, logger=LOG, settle_s=0.4, run=fake_run)
+        time.sleep(0.05)
+    assert runs == []  # nothing taken while it grew
+    deadline = time.time() + 10
+    while not runs and time.time() < deadline:
+        scan_inbox(inbox, root, cfg, logger=LOG, settle_s=0.4, run=fake_run)
+        time.sleep(0.1)
+    scan_inbox(inbox, root, cfg, logger=LOG, settle_s=0.4, run=fake_run)
+    import hashlib
+
+    whole = hashlib.sha256(data).hexdigest()
+    assert runs == [[whole]]
+    done = sorted(p.name for p in (root / ".emoflow" / "inbox").glob("*.done"))
+    assert done == [f"{whole}.done"]
+
+
+def test_a_stalled_copy_is_not_taken_even_after_the_settle_time(tmp_path: Path) -> None:
+    """The header declares the whole duration; the half that is there decodes to less."""
+    for fmt, name in (("WAV", "a.wav"), ("FLAC", "a.flac")):
+        data = _wav_bytes(4.0, fmt)
+        path = tmp_path / name
+        path.write_bytes(data[: len(data) // 2])
+        past = time.time() - 60
+        os.utime(path, (past, past))
+        assert decodes_completely(path) is not None, fmt
+        assert complete_files([path], settle_s=0.4, logger=LOG) == {}
+        path.write_bytes(data)
+        os.utime(path, (past, past))
+        assert decodes_completely(path) is None
+        assert list(complete_files([path], settle_s=0.4, logger=LOG)) == [sha256_file(path)]
+
+
+def test_a_file_changed_while_processed_is_not_marked_done(tmp_path: Path) -> None:
+    inbox, root = tmp_path / "inbox", tmp_path / "out"
+    inbox.mkdir()
+    f = inbox / "a.wav"
+    f.write_bytes(_wav_bytes(2.0))
+    past = time.time() - 60
+    os.utime(f, (past, past))
+
+    def appending_run(paths, *, config, out_dir):
+        with open(paths[0], "ab") as fh:
+            fh.write(b"\0" * 100)
+        return SimpleNamespace(failed=[])
+
+    result = scan_inbox(inbox, root, load_config(None, []), logger=LOG, settle_s=0.4, run=appending_run)
+    assert result["processed"] == 1
+    assert not list((root / ".emoflow" / "inbox").glob("*.done"))
+    assert not list((root / ".emoflow" / "inbox").glob("*.claim"))
+
+
+def test_settle_time_from_the_environment(monkeypatch) -> None:
+    monkeypatch.setenv("EMOFLOW_INBOX_SETTLE_S", "2.5")
+    assert settle_seconds() == 2.5 and settle_seconds(0.1) == 0.1
+    monkeypatch.setenv("EMOFLOW_INBOX_SETTLE_S", "soon")
+    assert settle_seconds() == 10.0
