@@ -97,13 +97,16 @@ def serve(
     config: Optional[Path] = typer.Option(None, "--config", "-c"),
     out: Path = typer.Option(Path("runs/inbox"), "--out", "-o", help="Output root (one run dir per scan)."),
     set_: list[str] = typer.Option([], "--set"),
+    settle: Optional[float] = typer.Option(
+        None, "--settle", min=0.0,
+        help="Seconds a file must stay unchanged before it is taken (default 10, or EMOFLOW_INBOX_SETTLE_S)."),
 ) -> None:
     """Serve a Prefect deployment that processes new inbox files on a cron schedule."""
     cfg = _config(config, set_)
     from flows.serve import ServeError, serve_inbox
 
     try:
-        serve_inbox(inbox=inbox, cron=cron, config=cfg, out_root=out)
+        serve_inbox(inbox=inbox, cron=cron, config=cfg, out_root=out, settle_s=settle)
     except ServeError as exc:
         _fail(str(exc))
 

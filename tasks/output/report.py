@@ -155,7 +155,9 @@ def load_run(run_dir: str | Path) -> RunData:
     failures = pd.DataFrame(columns=["input", "stage", "error", "message"])
     if (run / "failures.csv").is_file():
         try:
-            failures = pd.read_csv(run / "failures.csv", dtype=str).fillna("")
+            from tasks.core.csvsafe import read_csv
+
+            failures = read_csv(run / "failures.csv").fillna("")
         except (pd.errors.EmptyDataError, pd.errors.ParserError):
             pass
     recs = list(dict.fromkeys(seg["recording_id"].tolist()))

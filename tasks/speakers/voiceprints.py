@@ -178,8 +178,8 @@ def check_name(name: str) -> str:
     """A voiceprint name, NFC-normalised, or :class:`SpeakerError` saying what is wrong.
 
     Any language is fine; refused: empty, longer than 100 characters, path separators, control
-    characters, a leading ``-`` or ``.``, surrounding spaces, and the labels emoflow makes
-    itself (``SPEAKER_00``, ``G00``, ``CH0``).
+    characters, a leading ``-`` or ``.``, surrounding spaces, ``+`` (it joins the speakers of an
+    overlap row) and the labels emoflow makes itself (``SPEAKER_00``, ``G00``, ``CH0``).
     """
     name = unicodedata.normalize("NFC", str(name))
     why = None
@@ -195,6 +195,8 @@ def check_name(name: str) -> str:
         why = f"starts with {name[0]!r}"
     elif name != name.strip():
         why = "starts or ends with a space"
+    elif "+" in name:
+        why = "contains '+', which joins the speakers of an overlap"
     elif _RESERVED.match(name):
         why = "reserved for emoflow's own labels (SPEAKER_xx, Gxx, CHx)"
     if why:
