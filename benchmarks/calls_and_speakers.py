@@ -73,8 +73,10 @@ def _read(path: Path) -> np.ndarray:
     return x if x.ndim == 1 else x.mean(axis=1)
 
 
-def _noise(rng: np.random.Generator, n: int) -> np.ndarray:
-    x = _read(NOISES[int(rng.integers(len(NOISES)))])
+def _noise(rng: np.random.Generator, n: int, path: Path | None = None) -> np.ndarray:
+    """``n`` samples of real noise from ``path`` (default: a random one of ``NOISES``), from a
+    random start, looped when the file is shorter."""
+    x = _read(path if path is not None else NOISES[int(rng.integers(len(NOISES)))])
     if x.shape[0] < n:
         x = np.tile(x, -(-n // x.shape[0]))
     start = int(rng.integers(0, x.shape[0] - n + 1))
@@ -93,12 +95,20 @@ class Call:
     channels: np.ndarray  # (2, n) float32
     reference: "object"   # pyannote Annotation, labels "v{index}"
     voices: tuple[int, int]
+    clean: np.ndarray | None = None  # (2, n) each channel's own voice before bleed and noise
 
 
 def simulate_call(*, name: str, a: int, b: int, utterances: tuple[list[Path], list[Path]],
                   rng: np.random.Generator, bleed: tuple[float, float] = (0.10, 0.15),
-                  snr_db: float = 20.0) -> Call:
-    """Two voices on two channels with bleed, delays, noise, pauses and short overlaps."""
+                  snr_db: float = 20.0, noises: tuple[Path, Path] | None = None,
+                  levels_db: tuple[float, float] = (0.0, 0.0), noise_in_reference: bool = True) -> Call:
+    """Two voices on two channels with bleed, delays, noise, pauses and short overlaps.
+
+    ``noises``: each channel's noise file (default: random ones); ``levels_db``: each
+    channel's speech level (gain in dB; the bleed and the SNR follow it);
+    ``noise_in_reference``: the reference's floor is the added noise plus the utterance's own
+    background (what can be heard above the noise) or, when false, the utterance's background
+    alone (what the speaker said, whatever the noise: the same reference at every SNR)."""
     from pyannote.core import Annotation, Segment
 
     turns = [(0, u) for u in utterances[0]]
@@ -121,6 +131,10 @@ def simulate_call(*, name: str, a: int, b: int, utterances: tuple[list[Path], li
         clean[who, s : s + x.shape[0]] += x
         frames = x[: x.shape[0] // FRAME * FRAME].reshape(-1, FRAME).astype(np.float64)
         background[who, s // FRAME : s // FRAME + frames.shape[0]] = np.percentile(np.mean(frames ** 2, axis=1), 20)
+    for c in (0, 1):
+        if levels_db[c]:
+            clean[c] *= 10 ** (levels_db[c] / 20)
+            background[c] *= 10 ** (levels_db[c] / 10)
     gains = rng.uniform(*bleed, size=2)
     delays = rng.integers(0, int(0.020 * SR) + 1, size=2)
     mixed = clean.copy()
@@ -130,7 +144,7 @@ def simulate_call(*, name: str, a: int, b: int, utterances: tuple[list[Path], li
         mixed[c, d:] += gains[o] * clean[o, : n - d]
     floors = []
     for c in (0, 1):
-        noise = _noise(rng, n)
+        noise = _noise(rng, n, None if noises is None else noises[c])
         p_speech, p_noise = _active_power(clean[c]), float(np.mean(noise ** 2))
         noise *= np.sqrt(p_speech / (p_noise * 10 ** (snr_db / 10)))
         mixed[c] += noise
@@ -139,7 +153,8 @@ def simulate_call(*, name: str, a: int, b: int, utterances: tuple[list[Path], li
     for c, voice in ((0, a), (1, b)):
         frames = clean[c, : n // FRAME * FRAME].reshape(-1, FRAME)
         # above the noise floor: the channel's noise plus the utterance's own background, +3 dB
-        active = np.mean(frames ** 2, axis=1) > 2 * (floors[c] + background[c, : frames.shape[0]])
+        floor = (floors[c] if noise_in_reference else 0.0) + background[c, : frames.shape[0]]
+        active = np.mean(frames ** 2, axis=1) > 2 * floor
         # pauses shorter than 0.2 s are speech
         idx = np.flatnonzero(np.diff(np.r_[0, active.view(np.int8), 0]))
         segs = [(s, e) for s, e in zip(idx[0::2], idx[1::2])]
@@ -154,7 +169,7 @@ def simulate_call(*, name: str, a: int, b: int, utterances: tuple[list[Path], li
     peak = np.abs(mixed).max()
     if peak > 0.99:
         mixed *= 0.99 / peak
-    return Call(name, mixed.astype(np.float32), reference, (a, b))
+    return Call(name, mixed.astype(np.float32), reference, (a, b), clean.astype(np.float32))
 
 
 # --------------------------------------------------------------------------- scoring helpers
