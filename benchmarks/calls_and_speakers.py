@@ -101,14 +101,14 @@ class Call:
 def simulate_call(*, name: str, a: int, b: int, utterances: tuple[list[Path], list[Path]],
                   rng: np.random.Generator, bleed: tuple[float, float] = (0.10, 0.15),
                   snr_db: float = 20.0, noises: tuple[Path, Path] | None = None,
-                  levels_db: tuple[float, float] = (0.0, 0.0), noise_in_reference: bool = True) -> Call:
+                  levels_db: tuple[float, float] = (0.0, 0.0), reference_snr_db: float | None = None) -> Call:
     """Two voices on two channels with bleed, delays, noise, pauses and short overlaps.
 
     ``noises``: each channel's noise file (default: random ones); ``levels_db``: each
     channel's speech level (gain in dB; the bleed and the SNR follow it);
-    ``noise_in_reference``: the reference's floor is the added noise plus the utterance's own
-    background (what can be heard above the noise) or, when false, the utterance's background
-    alone (what the speaker said, whatever the noise: the same reference at every SNR)."""
+    ``reference_snr_db``: the reference's floor is the utterance's own background plus noise
+    at this SNR instead of the call's (one reference for the same call at every SNR: speech
+    that can be heard at 20 dB is the speaker's at 10 dB too)."""
     from pyannote.core import Annotation, Segment
 
     turns = [(0, u) for u in utterances[0]]
@@ -148,13 +148,13 @@ def simulate_call(*, name: str, a: int, b: int, utterances: tuple[list[Path], li
         p_speech, p_noise = _active_power(clean[c]), float(np.mean(noise ** 2))
         noise *= np.sqrt(p_speech / (p_noise * 10 ** (snr_db / 10)))
         mixed[c] += noise
-        floors.append(float(np.mean(noise ** 2)))
+        floors.append(float(np.mean(noise ** 2)) if reference_snr_db is None
+                      else p_speech / 10 ** (reference_snr_db / 10))
     reference = Annotation(uri=name)
     for c, voice in ((0, a), (1, b)):
         frames = clean[c, : n // FRAME * FRAME].reshape(-1, FRAME)
         # above the noise floor: the channel's noise plus the utterance's own background, +3 dB
-        floor = (floors[c] if noise_in_reference else 0.0) + background[c, : frames.shape[0]]
-        active = np.mean(frames ** 2, axis=1) > 2 * floor
+        active = np.mean(frames ** 2, axis=1) > 2 * (floors[c] + background[c, : frames.shape[0]])
         # pauses shorter than 0.2 s are speech
         idx = np.flatnonzero(np.diff(np.r_[0, active.view(np.int8), 0]))
         segs = [(s, e) for s, e in zip(idx[0::2], idx[1::2])]

@@ -8,8 +8,8 @@ Stereo calls, every real noise
     other at 0-20 % of its amplitude 0-20 ms late, channel levels differ by up to ±6 dB, and each
     channel carries its own excerpt of that noise at the SNR (against the channel's active
     speech). References: 10 ms frames where a clean source is 3 dB above its utterance's own
-    recording background (LibriSpeech's floor; not the added noise: what the speaker said,
-    whatever the noise, so one reference at every SNR), pauses of 0.2 s or more non-speech. Diarized by what the
+    recording background plus noise at 20 dB SNR, whatever the call's SNR (what can be heard
+    at 20 dB is the speaker's speech at 10 dB too), pauses of 0.2 s or more non-speech. Diarized by what the
     pipeline does with ``diarization.channels: auto`` (``decide_channel_mode``, then
     ``diarize_channels`` or, when ``auto`` mixes, mono diarization of the mix). A dual-mono copy
     of every call must be mixed.
@@ -71,7 +71,7 @@ def stereo_cases(seed: int, snrs: tuple[float, ...], noises: list[Path]) -> list
             levels = (level, 0.0) if rng.random() < 0.5 else (0.0, level)
             call = simulate_call(name=f"{noise_name(path)}-{snr:g}dB-s{seed}", a=a, b=b, utterances=(ua, ub),
                                  rng=rng, bleed=(0.0, 0.20), snr_db=snr, noises=(path, path), levels_db=levels,
-                                 noise_in_reference=False)
+                                 reference_snr_db=20.0)
             cases.append(Case(noise_name(path), snr, seed, call))
     return cases
 
