@@ -279,8 +279,9 @@ def channel_activity(
             bleed_db[o, c] = 10.0 * np.log10(max(float(np.sum(np.square(fir, dtype=np.float64))), 1e-12))
         residual_db = np.where(np.eye(count, dtype=bool) | (gain <= 0), -np.inf, 10.0 * np.log10(np.maximum(gain, 1e-12)))
     for (o, c), (_, fir) in filters.items():
+        left = float(residual_db[o, c])
         facts["bleed_paths"][f"{o}-{c}"].update(bleed_db=round(float(bleed_db[o, c]), 1),
-                                                 residual_db=round(float(residual_db[o, c]), 1))
+                                                 residual_db=round(left, 1) if np.isfinite(left) else None)
     facts["heard_s"] = [round(float(heard_raw[c, inside].sum() * step), 1) for c in range(count)]
     facts["speech_s"] = [round(float(speech[c].sum() * step), 1) for c in range(count)]
     return ChannelActivity(
