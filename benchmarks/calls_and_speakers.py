@@ -73,10 +73,21 @@ def _read(path: Path) -> np.ndarray:
     return x if x.ndim == 1 else x.mean(axis=1)
 
 
-def _noise(rng: np.random.Generator, n: int, path: Path | None = None) -> np.ndarray:
+def _noise(rng: np.random.Generator, n: int, path: Path | None = None, *, copy: int = 0) -> np.ndarray:
     """``n`` samples of real noise from ``path`` (default: a random one of ``NOISES``), from a
-    random start, looped when the file is shorter."""
+    random start, looped when the file is shorter.
+
+    ``copy`` (a call's channel) keeps channels' excerpts of one file independent, as on a real
+    call (no two microphones hear sample-identical noise): copy ``k`` draws from the ``k``-th
+    of two disjoint halves of the file when it holds 2 ``n`` samples, and otherwise copy 1 is
+    the file played backwards (same spectrum and level, a different waveform), looped from its
+    own random start."""
     x = _read(path if path is not None else NOISES[int(rng.integers(len(NOISES)))])
+    if copy % 2 and x.shape[0] < 2 * n:
+        x = x[::-1]
+    elif x.shape[0] >= 2 * n:
+        half = x.shape[0] // 2
+        x = x[half:] if copy % 2 else x[:half]
     if x.shape[0] < n:
         x = np.tile(x, -(-n // x.shape[0]))
     start = int(rng.integers(0, x.shape[0] - n + 1))
@@ -144,7 +155,7 @@ def simulate_call(*, name: str, a: int, b: int, utterances: tuple[list[Path], li
         mixed[c, d:] += gains[o] * clean[o, : n - d]
     floors = []
     for c in (0, 1):
-        noise = _noise(rng, n, None if noises is None else noises[c])
+        noise = _noise(rng, n, None if noises is None else noises[c], copy=c)
         p_speech, p_noise = _active_power(clean[c]), float(np.mean(noise ** 2))
         noise *= np.sqrt(p_speech / (p_noise * 10 ** (snr_db / 10)))
         mixed[c] += noise

@@ -6,7 +6,8 @@ Stereo calls, every real noise
     test-other voices (drawn per call), one per channel, 4 utterances each taking turns with
     pauses and short overlaps (``calls_and_speakers.simulate_call``); each channel hears the
     other at 0-20 % of its amplitude 0-20 ms late, channel levels differ by up to ±6 dB, and each
-    channel carries its own excerpt of that noise at the SNR (against the channel's active
+    channel carries its own excerpt of that noise (the other channel hears another stretch, or the file
+    backwards when it is shorter than two calls: never sample-identical noise) at the SNR (against the channel's active
     speech). References: 10 ms frames where a clean source is 3 dB above its utterance's own
     recording background plus noise at 20 dB SNR, whatever the call's SNR (what can be heard
     at 20 dB is the speaker's speech at 10 dB too), pauses of 0.2 s or more non-speech. Diarized by what the
