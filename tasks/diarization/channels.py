@@ -51,6 +51,8 @@ voice)."""
 BLEED_MARGIN_DB = 6.0
 """A channel's frame is its own speech only when its energy above the noise floor is at least
 this far above the bleed left after cancellation (6 dB: four times its energy)."""
+ABOVE_FLOOR_DB: float | None = None
+SURE_SPEECH = 1.01
 ENERGY_WINDOW_S = 0.1
 """Frame energies are measured over this window around each detector frame (longer than the
 bleed's delay and a phoneme's dip, short enough to follow turn changes)."""
@@ -229,6 +231,31 @@ def channel_activity(
         its gain before (``bleed_db``) and after cancellation (``residual_db``), and per channel
         the seconds of speech its detector heard before and after.
     """
+    return decide_activity(channel_evidence(channels, config=config), threshold=threshold, margin_db=margin_db)
+
+
+@dataclass
+class ChannelEvidence:
+    """What :func:`channel_activity` decides from (the costly part: the detector runs and the
+    bleed cancellation): per channel the detector's probability with the other channels' bleed
+    cancelled (``probs``), its energy around each frame (``energy``), frames inside the audio
+    (``inside``), the detector's raw decision before cancellation (``heard_raw``), the grid and
+    the bleed paths (``filters``, ``facts``)."""
+
+    probs: np.ndarray
+    energy: np.ndarray
+    inside: np.ndarray
+    heard_raw: np.ndarray
+    frame_start: float
+    frame_step: float
+    duration: float
+    filters: dict
+    facts: dict[str, Any]
+
+
+def channel_evidence(channels: np.ndarray, *, config: DiarizationConfig) -> ChannelEvidence:
+    """The detector's view of each channel once the others' bleed is cancelled
+    (:func:`channel_activity`, steps 1-2, before any decision)."""
     channels = np.atleast_2d(np.asarray(channels, dtype=np.float32))
     count, n = channels.shape
     duration = n / SAMPLE_RATE
@@ -253,8 +280,21 @@ def channel_activity(
         probs.append(speech_probability(own, model_ref=config.segmentation_model)[0][:frames] if mine else raw[c][:frames])
         energy.append(_frame_energy(own, centres=centres, half_s=ENERGY_WINDOW_S / 2))
         del own
-    vad = (np.stack(probs) > threshold) & inside[None]
-    energy = np.stack(energy)
+    return ChannelEvidence(np.stack(probs), np.stack(energy), inside, heard_raw, float(start), float(step),
+                           float(duration), filters, facts)
+
+
+def decide_activity(ev: ChannelEvidence, *, threshold: float = OWN_SPEECH_THRESHOLD,
+                    margin_db: float = BLEED_MARGIN_DB, above_floor_db: float | None = ABOVE_FLOOR_DB,
+                    sure: float = SURE_SPEECH) -> ChannelActivity:
+    """Who speaks when, from :func:`channel_evidence` (:func:`channel_activity`, steps 2-3)."""
+    import copy
+
+    count = ev.probs.shape[0]
+    start, step, duration, inside, filters = ev.frame_start, ev.frame_step, ev.duration, ev.inside, ev.filters
+    heard_raw, energy, facts = ev.heard_raw, ev.energy, copy.deepcopy(ev.facts)
+    probs = ev.probs
+    vad = (probs > threshold) & inside[None]
     quiet = inside & ~vad.any(axis=0)
     floor = np.array([_noise_floor(energy[c], quiet=quiet) for c in range(count)])
     excess = np.maximum(energy - floor[:, None], 0.0)
@@ -271,6 +311,10 @@ def channel_activity(
     expected = gain.T @ excess  # (count, frames): sum over o of gain[o, c] * excess[o]
     margin = 10.0 ** (margin_db / 10.0)
     speech = vad & (excess >= margin * expected)
+    if above_floor_db is not None:
+        # a frame the detector is not sure of needs energy above the channel's own noise floor
+        audible = excess > 10.0 ** (above_floor_db / 10.0) * floor[:, None]
+        speech &= (probs > sure) | audible
     speech = _majority(speech, width=SMOOTH_FRAMES)
     own_db = _db(excess) - _db(expected + NOISE_GUARD * floor[:, None])
     with np.errstate(divide="ignore"):
