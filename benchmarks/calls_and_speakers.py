@@ -73,8 +73,21 @@ def _read(path: Path) -> np.ndarray:
     return x if x.ndim == 1 else x.mean(axis=1)
 
 
-def _noise(rng: np.random.Generator, n: int) -> np.ndarray:
-    x = _read(NOISES[int(rng.integers(len(NOISES)))])
+def _noise(rng: np.random.Generator, n: int, path: Path | None = None, *, copy: int = 0) -> np.ndarray:
+    """``n`` samples of real noise from ``path`` (default: a random one of ``NOISES``), from a
+    random start, looped when the file is shorter.
+
+    ``copy`` (a call's channel) keeps channels' excerpts of one file independent, as on a real
+    call (no two microphones hear sample-identical noise): copy ``k`` draws from the ``k``-th
+    of two disjoint halves of the file when it holds 2 ``n`` samples, and otherwise copy 1 is
+    the file played backwards (same spectrum and level, a different waveform), looped from its
+    own random start."""
+    x = _read(path if path is not None else NOISES[int(rng.integers(len(NOISES)))])
+    if copy % 2 and x.shape[0] < 2 * n:
+        x = x[::-1]
+    elif x.shape[0] >= 2 * n:
+        half = x.shape[0] // 2
+        x = x[half:] if copy % 2 else x[:half]
     if x.shape[0] < n:
         x = np.tile(x, -(-n // x.shape[0]))
     start = int(rng.integers(0, x.shape[0] - n + 1))
@@ -93,12 +106,20 @@ class Call:
     channels: np.ndarray  # (2, n) float32
     reference: "object"   # pyannote Annotation, labels "v{index}"
     voices: tuple[int, int]
+    clean: np.ndarray | None = None  # (2, n) each channel's own voice before bleed and noise
 
 
 def simulate_call(*, name: str, a: int, b: int, utterances: tuple[list[Path], list[Path]],
                   rng: np.random.Generator, bleed: tuple[float, float] = (0.10, 0.15),
-                  snr_db: float = 20.0) -> Call:
-    """Two voices on two channels with bleed, delays, noise, pauses and short overlaps."""
+                  snr_db: float = 20.0, noises: tuple[Path, Path] | None = None,
+                  levels_db: tuple[float, float] = (0.0, 0.0), reference_snr_db: float | None = None) -> Call:
+    """Two voices on two channels with bleed, delays, noise, pauses and short overlaps.
+
+    ``noises``: each channel's noise file (default: random ones); ``levels_db``: each
+    channel's speech level (gain in dB; the bleed and the SNR follow it);
+    ``reference_snr_db``: the reference's floor is the utterance's own background plus noise
+    at this SNR instead of the call's (one reference for the same call at every SNR: speech
+    that can be heard at 20 dB is the speaker's at 10 dB too)."""
     from pyannote.core import Annotation, Segment
 
     turns = [(0, u) for u in utterances[0]]
@@ -121,6 +142,10 @@ def simulate_call(*, name: str, a: int, b: int, utterances: tuple[list[Path], li
         clean[who, s : s + x.shape[0]] += x
         frames = x[: x.shape[0] // FRAME * FRAME].reshape(-1, FRAME).astype(np.float64)
         background[who, s // FRAME : s // FRAME + frames.shape[0]] = np.percentile(np.mean(frames ** 2, axis=1), 20)
+    for c in (0, 1):
+        if levels_db[c]:
+            clean[c] *= 10 ** (levels_db[c] / 20)
+            background[c] *= 10 ** (levels_db[c] / 10)
     gains = rng.uniform(*bleed, size=2)
     delays = rng.integers(0, int(0.020 * SR) + 1, size=2)
     mixed = clean.copy()
@@ -130,11 +155,12 @@ def simulate_call(*, name: str, a: int, b: int, utterances: tuple[list[Path], li
         mixed[c, d:] += gains[o] * clean[o, : n - d]
     floors = []
     for c in (0, 1):
-        noise = _noise(rng, n)
+        noise = _noise(rng, n, None if noises is None else noises[c], copy=c)
         p_speech, p_noise = _active_power(clean[c]), float(np.mean(noise ** 2))
         noise *= np.sqrt(p_speech / (p_noise * 10 ** (snr_db / 10)))
         mixed[c] += noise
-        floors.append(float(np.mean(noise ** 2)))
+        floors.append(float(np.mean(noise ** 2)) if reference_snr_db is None
+                      else p_speech / 10 ** (reference_snr_db / 10))
     reference = Annotation(uri=name)
     for c, voice in ((0, a), (1, b)):
         frames = clean[c, : n // FRAME * FRAME].reshape(-1, FRAME)
@@ -154,7 +180,7 @@ def simulate_call(*, name: str, a: int, b: int, utterances: tuple[list[Path], li
     peak = np.abs(mixed).max()
     if peak > 0.99:
         mixed *= 0.99 / peak
-    return Call(name, mixed.astype(np.float32), reference, (a, b))
+    return Call(name, mixed.astype(np.float32), reference, (a, b), clean.astype(np.float32))
 
 
 # --------------------------------------------------------------------------- scoring helpers

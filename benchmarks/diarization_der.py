@@ -52,7 +52,7 @@ import soundfile as sf  # noqa: E402
 import torch  # noqa: E402
 
 from tasks.core.config import DiarizationConfig  # noqa: E402
-from tasks import diarize as D  # noqa: E402
+from tasks.diarization import pipeline as D  # noqa: E402
 
 warnings.filterwarnings("ignore")
 SR = 16000
