@@ -30,8 +30,8 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def cut_segments(n: int, seed: int) -> list[np.ndarray]:
-    """``n`` segments of 1.5-10 s cut at random from the LibriSpeech utterances."""
+def cut_segments(n: int, seed: int, *, min_s: float = 1.5, max_s: float = 10.0) -> list[np.ndarray]:
+    """``n`` segments of ``min_s``-``max_s`` seconds cut at random from the LibriSpeech utterances."""
     import soundfile as sf
 
     files = sorted(DATA.rglob("*.flac"))
@@ -44,8 +44,8 @@ def cut_segments(n: int, seed: int) -> list[np.ndarray]:
         audio, sr = sf.read(str(f), dtype="float32")
         if sr != 16000 or audio.ndim != 1:
             continue
-        want = int(rng.uniform(1.5, 10.0) * sr)
-        if audio.size < int(1.5 * sr):
+        want = int(rng.uniform(min_s, max_s) * sr)
+        if audio.size < int(min_s * sr):
             continue
         want = min(want, audio.size)
         start = int(rng.integers(0, audio.size - want + 1))

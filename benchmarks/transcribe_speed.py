@@ -28,35 +28,16 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from emotion_speed import cut_segments  # noqa: E402 (the same clips as the emotion benchmark's)
 DATA = ROOT.parent / "shared" / "data" / "librispeech"
 
 
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far, MB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def cut_clips(n: int, *, seed: int, min_s: float = 3.0, max_s: float = 10.0) -> list[np.ndarray]:
-    """``n`` clips of ``min_s``-``max_s`` seconds cut at random from the LibriSpeech utterances."""
-    import soundfile as sf
-
-    files = sorted(DATA.rglob("*.flac"))
-    if not files:
-        raise SystemExit(f"no LibriSpeech audio under {DATA}")
-    rng = np.random.default_rng(seed)
-    out: list[np.ndarray] = []
-    while len(out) < n:
-        audio, sr = sf.read(str(files[int(rng.integers(len(files)))]), dtype="float32")
-        if sr != 16000 or audio.ndim != 1 or audio.size < int(min_s * sr):
-            continue
-        want = min(int(rng.uniform(min_s, max_s) * sr), audio.size)
-        start = int(rng.integers(0, audio.size - want + 1))
-        out.append(np.ascontiguousarray(audio[start:start + want]))
-    return out
 
 
 def build_models(sv_dir: Path, em_dir: Path) -> None:
@@ -115,7 +96,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
           f"{time.perf_counter() - t0:.1f} s (temporary directory)")
     print("models: RANDOMLY INITIALISED (published sizes); transcripts and scores are meaningless")
 
-    clips = cut_clips(n, seed=args.seed)
+    clips = cut_segments(n, args.seed, min_s=3.0)
     total_s = sum(c.size for c in clips) / 16000
     print(f"clips: {len(clips)}, {total_s:.1f} s of speech (LibriSpeech, "
           f"{min(c.size for c in clips) / 16000:.1f}-{max(c.size for c in clips) / 16000:.1f} s), "
