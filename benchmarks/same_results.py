@@ -23,10 +23,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 AMI = ROOT.parent / "shared" / "data" / "ami"
 RUN = """
-import sys
-try:
+import os, sys
+if os.path.exists("tasks/core/config.py"):
     from tasks.core.config import load_config
-except ImportError:  # before the package layout of 0.3
+else:  # before the package layout of 0.3 (an import attempt would find the installed checkout's)
     from tasks.config import load_config
 from flows.pipeline import run_pipeline
 out, model, *inputs = sys.argv[1:]
