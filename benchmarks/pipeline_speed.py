@@ -40,26 +40,29 @@ def _stage_seconds(manifest: dict, *, only_computed: bool) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--files", type=int, default=10)
-    ap.add_argument("--model", default="large", help="large | tiny | a model directory")
+    ap.add_argument("--model", default="large", help="large | tiny | an emotion model directory")
+    ap.add_argument("--sensevoice", default="", help="a SenseVoice directory (with --model DIR)")
     args = ap.parse_args()
 
     from flows.pipeline import run_pipeline, server_configured
     from tasks.core.config import load_config
     from tasks.models.testmodels import build_emotion2vec_dir
+    from tasks.transcription.testmodel import build_sensevoice_dir
 
     work = Path(tempfile.mkdtemp(prefix="emoflow-bench-"))
     if args.model in ("large", "tiny"):
         t0 = time.perf_counter()
         model_dir = build_emotion2vec_dir(work / f"e2v-{args.model}", size=args.model)
-        print(f"built random {args.model} emotion2vec (TEST MODEL) in {time.perf_counter() - t0:.1f} s")
+        sv_dir = build_sensevoice_dir(work / f"sv-{args.model}", size="small" if args.model == "large" else "tiny")
+        print(f"built random {args.model} emotion2vec and SenseVoice (TEST MODELS) in {time.perf_counter() - t0:.1f} s")
     else:
-        model_dir = Path(args.model)
+        model_dir, sv_dir = Path(args.model), Path(args.sensevoice)
     lst = (AMI / "debug.train.lst").read_text().split()
     files = [str(AMI / f"{name}.flac") for name in lst[: args.files]]
     out = work / "run"
     print(f"server configured: {server_configured()}; {len(files)} files, out {out}")
 
-    base = [f"emotion.model={model_dir}"]
+    base = [f"emotion.model={model_dir}", f"transcribe.model={sv_dir}"]
     t0 = time.perf_counter()
     run_pipeline(files, config=load_config(None, base), out_dir=out)
     cold_wall = time.perf_counter() - t0
@@ -79,7 +82,8 @@ def main() -> None:
           f"{cold_wall / audio_s:.3f} (wall / audio)")
     print(f"cold run: wall {cold_wall:.2f} s, stage compute {cold_stage:.2f} s, "
           f"wall/compute {cold_wall / cold_stage:.3f} (target <= 1.25 with a running server)")
-    for stage in ("load", "denoise", "diarize", "segment", "emotion", "screen", "export"):
+    for stage in ("load", "channels", "denoise", "diarize", "voices", "segment", "emotion", "transcribe", "screen",
+                  "export"):
         secs = sum(r["stages"][stage]["seconds"] for r in cold["recordings"].values() if stage in r["stages"])
         print(f"  {stage:<8} {secs:8.2f} s")
     print(f"rerun (screen.threshold=0.6): wall {re_wall:.2f} s, recomputed stages {recomputed}, "
@@ -91,7 +95,7 @@ def main() -> None:
     import subprocess
 
     emoflow = Path(sys.executable).with_name("emoflow")
-    cmd = [str(emoflow), "run", *files, "--out", str(out), "--set", f"emotion.model={model_dir}",
+    cmd = [str(emoflow), "run", *files, "--out", str(out), *(f"--set={b}" for b in base),
            "--set", "screen.threshold=0.55"]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "EMOFLOW_PROGRESS": "0"})

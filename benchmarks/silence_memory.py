@@ -80,9 +80,12 @@ def main() -> None:
             from tasks.models.testmodels import build_emotion2vec_dir
 
             model = str(build_emotion2vec_dir(tmp / "tiny", size="tiny", seed=0))
+        from tasks.transcription.testmodel import build_sensevoice_dir
+
+        sv = build_sensevoice_dir(tmp / "sv-tiny", size="tiny", seed=0)
         wav = tmp / "silence.wav"
         write_silence(wav, args.minutes)
-        cfg = load_config(None, [f"emotion.model={model}", *args.set])
+        cfg = load_config(None, [f"emotion.model={model}", f"transcribe.model={sv}", *args.set])
         out = tmp / "out"
         import gc
 

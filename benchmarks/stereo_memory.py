@@ -103,7 +103,7 @@ def main() -> int:
     jobs, _run = prepare_run([str(call)], config=cfg, out_dir=work / "run")
     from tasks.stages import REGISTRY
 
-    for stage in [s for s in REGISTRY.order(cfg) if s not in ("emotion", "screen", "export")]:
+    for stage in [s for s in REGISTRY.order(cfg) if s not in ("emotion", "transcribe", "screen", "export")]:
         t0 = time.perf_counter()
         report = run_stage(jobs[0], stage)
         secs = time.perf_counter() - t0

@@ -55,9 +55,12 @@ def main() -> None:
         from tasks.pipeline.runner import run_stages
         from tasks.run.plan import prepare_run
 
+        from tasks.transcription.testmodel import build_sensevoice_dir
+
         model = build_emotion2vec_dir(Path(tempfile.mkdtemp()), size="tiny", seed=0)
+        sv = build_sensevoice_dir(Path(tempfile.mkdtemp()), size="tiny", seed=0)
         files = sorted(AMI.glob("*.flac"))[: args.files]
-        cfg = load_config(None, [f"emotion.model={model}"])
+        cfg = load_config(None, [f"emotion.model={model}", f"transcribe.model={sv}"])
         t0 = time.perf_counter()
         jobs, _ = prepare_run([str(f) for f in files], config=cfg, out_dir=out)
         for job in jobs:
