@@ -18,11 +18,13 @@ from tasks.models import ModelUnavailableError
 from tasks.transcription import captions
 from tasks.transcription.captions import assign_words, to_srt, to_vtt
 from tasks.transcription.sensevoice import (
+    DEFAULT_BATCH_SECONDS,
     ClipTooShortError,
     ClipTranscript,
     SenseVoiceCheckpointError,
     SenseVoiceFilesError,
     batches,
+    default_batch_seconds,
     load_sensevoice,
     parse_rich_text,
     transcribe_clips,
@@ -157,12 +159,24 @@ def test_batches_group_by_padded_duration():
     assert sorted(i for b in batches(lengths, batch_seconds=100) for i in b) == [0, 1, 2, 3]
 
 
+def test_default_batching_follows_the_thread_count():
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert default_batch_seconds("cpu") == 0.0
+        assert default_batch_seconds("cuda") == DEFAULT_BATCH_SECONDS
+        torch.set_num_threads(2)
+        assert default_batch_seconds("cpu") == DEFAULT_BATCH_SECONDS
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("language,itn", [("auto", True), ("en", False)])
 def test_batched_equals_one_clip_per_forward(sv, clips, language, itn, monkeypatch):
     calls = []
     infer = sv.model.inference
     monkeypatch.setattr(sv.model, "inference", lambda **kw: calls.append(kw["data_in"].shape[0]) or infer(**kw))
-    single = transcribe_clips(sv, clips, language=language, itn=itn)
+    single = transcribe_clips(sv, clips, language=language, itn=itn, batch_seconds=0)
     assert calls == [1, 1, 1, 1]
     calls.clear()
     batched = transcribe_clips(sv, clips, language=language, itn=itn, batch_seconds=40)
