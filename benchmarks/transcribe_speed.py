@@ -6,7 +6,8 @@ model (~300 M parameters): speed and memory are representative, the transcripts 
 nothing. On the same clips (3-10 s cut from LibriSpeech) it times
 
 * funasr's ``AutoModel.generate`` loop (one clip per call, ``output_timestamp=True``),
-* ``transcribe_clips`` one clip per forward (the default) and in padded batches,
+* ``transcribe_clips`` one clip per forward and in padded batches (its default is the former on
+  a single-threaded CPU, the latter otherwise),
 * the emotion engine (``EmotionModel.analyse``, its CPU default),
 
 alternating the four on chunks of clips (the machine may be shared), checks that the
@@ -79,7 +80,8 @@ def run(args: argparse.Namespace, work: Path) -> int:
     from tasks.core.config import EmotionConfig
     from tasks.emotion.model import load_emotion_model
     from tasks.models.hub import resolve
-    from tasks.transcription.sensevoice import load_sensevoice, transcribe_clips, transcript_from_result
+    from tasks.transcription.sensevoice import (default_batch_seconds, load_sensevoice, transcribe_clips,
+                                                transcript_from_result)
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -129,7 +131,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
                 am.generate(input=clips[i], language="auto", use_itn=True, output_timestamp=True)[0])
 
     def run_ours(idx: list[int]) -> None:
-        for i, t in zip(idx, transcribe_clips(sv, [clips[i] for i in idx])):
+        for i, t in zip(idx, transcribe_clips(sv, [clips[i] for i in idx], batch_seconds=0)):
             ours[i] = t
 
     def run_batched(idx: list[int]) -> None:
@@ -152,18 +154,20 @@ def run(args: argparse.Namespace, work: Path) -> int:
             cpu[name] += time.process_time() - c1
     rss = peak_rss_mb()
 
-    labels = {"funasr": "funasr AutoModel.generate loop", "ours": "transcribe_clips, one clip per forward",
+    labels = {"funasr": "funasr AutoModel.generate loop", "ours": "transcribe_clips, batch_seconds=0",
               "ours_batched": f"transcribe_clips, batch_seconds={args.batch_seconds:g}",
               "emotion": "emotion engine analyse (CPU default)"}
     print(f"{'side':<44} {'wall s':>8} {'CPU s':>8} {'wall s/s':>9} {'CPU s/s':>8}")
     for name, _ in sides:
         print(f"{labels[name]:<44} {wall[name]:8.2f} {cpu[name]:8.2f} {wall[name] / total_s:9.3f} "
               f"{cpu[name] / total_s:8.3f}")
-    print(f"ratio transcription / emotion: {wall['ours'] / wall['emotion']:.2f} wall, "
-          f"{cpu['ours'] / cpu['emotion']:.2f} CPU (target <= 0.60)")
-    print(f"speed-up over funasr's loop: {wall['funasr'] / wall['ours']:.2f}x wall, {cpu['funasr'] / cpu['ours']:.2f}x CPU; "
-          f"batched / one-per-forward: {wall['ours_batched'] / wall['ours']:.2f} wall, "
-          f"{cpu['ours_batched'] / cpu['ours']:.2f} CPU")
+    default = "ours" if default_batch_seconds(sv.device) == 0 else "ours_batched"
+    print(f"transcribe_clips default at {threads} thread(s): {labels[default]}")
+    print(f"ratio transcription (default) / emotion: {wall[default] / wall['emotion']:.2f} wall, "
+          f"{cpu[default] / cpu['emotion']:.2f} CPU (target <= 0.60)")
+    print(f"speed-up over funasr's loop: {wall['funasr'] / wall[default]:.2f}x wall, "
+          f"{cpu['funasr'] / cpu[default]:.2f}x CPU; batched / one-per-forward: "
+          f"{wall['ours_batched'] / wall['ours']:.2f} wall, {cpu['ours_batched'] / cpu['ours']:.2f} CPU")
     same = sum(a == b for a, b in zip(ours, ref))
     same_b = sum(a == b for a, b in zip(ours, batched))
     n_words = sum(len(t.words) for t in ours)

@@ -17,11 +17,13 @@ from tasks.models.hub import ModelUnavailableError
 from tasks.transcription import captions
 from tasks.transcription.captions import to_srt, to_vtt
 from tasks.transcription.sensevoice import (
+    DEFAULT_BATCH_SECONDS,
     ClipTooShortError,
     ClipTranscript,
     SenseVoiceCheckpointError,
     SenseVoiceFilesError,
     batches,
+    default_batch_seconds,
     load_sensevoice,
     parse_rich_text,
     transcribe_clips,
@@ -156,12 +158,24 @@ def test_batches_group_by_padded_duration():
     assert sorted(i for b in batches(lengths, batch_seconds=100) for i in b) == [0, 1, 2, 3]
 
 
+def test_default_batching_follows_the_thread_count():
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert default_batch_seconds("cpu") == 0.0
+        assert default_batch_seconds("cuda") == DEFAULT_BATCH_SECONDS
+        torch.set_num_threads(2)
+        assert default_batch_seconds("cpu") == DEFAULT_BATCH_SECONDS
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("language,itn", [("auto", True), ("en", False)])
 def test_batched_equals_one_clip_per_forward(sv, clips, language, itn, monkeypatch):
     calls = []
     infer = sv.model.inference
     monkeypatch.setattr(sv.model, "inference", lambda **kw: calls.append(kw["data_in"].shape[0]) or infer(**kw))
-    single = transcribe_clips(sv, clips, language=language, itn=itn)
+    single = transcribe_clips(sv, clips, language=language, itn=itn, batch_seconds=0)
     assert calls == [1, 1, 1, 1]
     calls.clear()
     batched = transcribe_clips(sv, clips, language=language, itn=itn, batch_seconds=40)
@@ -384,8 +398,19 @@ def test_checkpoint_must_fit_strictly(sv_dir, tmp_path):
         load_sensevoice(d)
     msg = str(err.value)
     assert "\n" not in msg and str(d / "model.pt") in msg
-    assert "1 missing keys (e.g. ctc.ctc_lo.bias)" in msg and "1 unexpected keys (e.g. extra.weight)" in msg
+    assert "1 missing keys (e.g. ctc.ctc_lo.bias)" in msg and "extra.weight" not in msg
     assert "embed.weight (3, 3) != (16, 560)" in msg
+
+
+def test_tensors_the_model_does_not_use_are_left_out(sv, sv_dir, tmp_path, clips):
+    """A published checkpoint may carry training-time extras: funasr ignores them, so do we."""
+    d = _copy_dir(sv_dir, tmp_path / "extra")
+    state = torch.load(sv_dir / "model.pt", weights_only=True)
+    state["criterion_att.extra"] = torch.zeros(2)
+    torch.save(state, d / "model.pt")
+    (got,) = transcribe_clips(load_sensevoice(d), [clips[0]])
+    (want,) = transcribe_clips(sv, [clips[0]])
+    assert got == want
 
 
 def test_safetensors_preferred_and_module_prefix(sv, sv_dir, tmp_path, clips):

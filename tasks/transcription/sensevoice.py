@@ -52,6 +52,7 @@ from tasks.models.hub import ModelUnavailableError
 log = logging.getLogger(__name__)
 
 MIN_SAMPLES = 400  # one 25 ms analysis window
+DEFAULT_BATCH_SECONDS = 60.0
 MODEL_CLASS = "SenseVoiceSmall"
 DEFAULT_BPE_FILE = "chn_jpn_yue_eng_ko_spectok.bpe.model"
 DEFAULT_CMVN_FILE = "am.mvn"
@@ -380,7 +381,10 @@ def _build_meta_model(cfg: dict[str, Any], config_path: Path, *, input_size: int
 
 
 def fit_state_strict(model, state: dict[str, Any], ckpt: Path) -> dict[str, Any]:
-    """Match checkpoint tensors to ``model``'s keys exactly (a ``module.`` prefix is allowed).
+    """Match checkpoint tensors to ``model``'s keys (a ``module.`` prefix is allowed): every
+    parameter and buffer of the model must be there with its shape. Tensors the model has no
+    place for (training-time extras a published checkpoint may carry) are left out, as funasr
+    does, with one log line naming them.
 
     Returns
     -------
@@ -390,7 +394,7 @@ def fit_state_strict(model, state: dict[str, Any], ckpt: Path) -> dict[str, Any]
     Raises
     ------
     SenseVoiceCheckpointError
-        One line naming ``ckpt``: missing keys, unexpected keys or shape mismatches.
+        One line naming ``ckpt``: missing keys or shape mismatches.
     """
     state = {k.removeprefix("module."): v for k, v in state.items()}
     dst = model.state_dict()
@@ -398,9 +402,11 @@ def fit_state_strict(model, state: dict[str, Any], ckpt: Path) -> dict[str, Any]
     unexpected = [k for k in state if k not in dst]
     mismatched = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in dst.items()
                   if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    if unexpected:
+        log.info("%s: %d tensor(s) the model does not use are left out (e.g. %s)", ckpt, len(unexpected),
+                 ", ".join(unexpected[:3]))
     parts = [f"{len(names)} {what} (e.g. {', '.join(names[:3])})"
-             for what, names in (("missing keys", missing), ("unexpected keys", unexpected),
-                                 ("shape mismatches", mismatched)) if names]
+             for what, names in (("missing keys", missing), ("shape mismatches", mismatched)) if names]
     if parts:
         raise SenseVoiceCheckpointError(f"{ckpt}: checkpoint does not fit {MODEL_CLASS}: " + "; ".join(parts))
     return {k: state[k].to(v.dtype) for k, v in dst.items()}
@@ -538,6 +544,24 @@ def clip_features(sv: SenseVoiceModel, clip: np.ndarray, *, seed: int | None):
         return extract_fbank(wave, frontend=sv.frontend)
 
 
+def default_batch_seconds(device: str) -> float:
+    """Padded audio per forward pass when the caller does not say: 0 (one clip per forward)
+    on a single-threaded CPU, :data:`DEFAULT_BATCH_SECONDS` otherwise.
+
+    Measured with the full-size model on a shared 2-core CPU (``benchmarks/transcribe_speed.py``):
+    one torch thread, padded 60 s batches cost 3-12 % more CPU than one clip per forward
+    (padding is wasted work); two threads, they took about half the time (bigger matrix
+    products, far fewer thread hand-offs per second of audio). The transcripts are the same
+    either way (the CTC log-probabilities of a clip came out bit-identical in and out of a
+    padded batch, and the tests compare the transcripts).
+    """
+    import torch
+
+    if str(device) == "cpu" and torch.get_num_threads() == 1:
+        return 0.0
+    return DEFAULT_BATCH_SECONDS
+
+
 def batches(lengths: Sequence[int], *, batch_seconds: float | None) -> list[list[int]]:
     """Clip indices grouped for forward passes.
 
@@ -629,8 +653,8 @@ def transcribe_clips(
     itn : bool
         Inverse text normalisation (punctuation, digits): funasr's ``use_itn``.
     batch_seconds : float, optional
-        Padded audio per forward pass; ``None`` (default) runs one clip per forward, which
-        measured faster on CPU (``benchmarks/transcribe_speed.py``). Results are the same
+        Padded audio per forward pass (clips are grouped longest first); ``0`` runs one clip
+        per forward. Default (``None``): :func:`default_batch_seconds`. Results are the same
         either way (tested).
     seed : int or None
         Seed of the frontend's dither noise, reset for every clip (see the module docstring);
@@ -659,7 +683,8 @@ def transcribe_clips(
         progress(0.0, total_s)
     with model.lock:
         feats = [clip_features(model, a, seed=seed) for a in audio]  # input order: the noise too
-        for idx in batches([a.size for a in audio], batch_seconds=batch_seconds):
+        budget = default_batch_seconds(model.device) if batch_seconds is None else batch_seconds
+        for idx in batches([a.size for a in audio], batch_seconds=budget):
             results = _infer(model, [feats[i] for i in idx], language=language, itn=itn)
             for i, result in zip(idx, results):
                 out[i] = transcript_from_result(result)
