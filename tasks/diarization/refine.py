@@ -32,6 +32,7 @@ from pyannote.core import Annotation, Segment
 
 from tasks.core.timebase import SAMPLE_RATE, compute_num_samples
 from tasks.audio.vad import hysteresis
+from tasks.speakers.vectors import unit
 
 FRAME_S = 0.01
 CENTROID_WINDOWS = 40
@@ -86,8 +87,7 @@ def _embed(audio: np.ndarray, pieces: list[tuple[float, float]], embedding) -> n
         wave = torch.from_numpy(np.ascontiguousarray(audio[compute_num_samples(a) : compute_num_samples(b)]))
         feats.append(mean_normalised(fbank(wave)) if wave.shape[0] >= compute_num_samples(MIN_PIECE_S) else None)
     emb = embedding.embed_features(feats) if feats else np.zeros((0, int(getattr(embedding, "dimension", 192))))
-    norms = np.linalg.norm(emb, axis=1, keepdims=True)
-    return emb / np.where(norms > 0, norms, 1.0)
+    return unit(emb)
 
 
 def centroids(audio: np.ndarray, exclusive: np.ndarray, *, embedding) -> np.ndarray:
@@ -109,7 +109,7 @@ def centroids(audio: np.ndarray, exclusive: np.ndarray, *, embedding) -> np.ndar
         mine = mine[np.isfinite(mine).all(axis=1)]
         if len(mine):
             c = mine.mean(axis=0)
-            out[k] = c / max(float(np.linalg.norm(c)), 1e-12)
+            out[k] = unit(c)
     return out
 
 

@@ -26,6 +26,7 @@ import torch
 from pyannote.core import Annotation, Segment
 
 from tasks.core.timebase import compute_num_samples
+from tasks.speakers.vectors import unit
 
 FRAME_S = 0.05
 BATCH = 256
@@ -91,8 +92,7 @@ def window_embeddings(
         progress(total, total)
     dim = int(getattr(embedding, "dimension", 192))
     emb = np.concatenate(chunks) if chunks else np.zeros((0, dim), np.float32)
-    norms = np.linalg.norm(emb, axis=1, keepdims=True)
-    return index, emb / np.where(norms > 0, norms, 1.0)
+    return index, unit(emb)
 
 
 def resegment(
@@ -147,7 +147,7 @@ def resegment(
         mine = valid & (owner == k)
         if mine.any():
             c = emb[mine].mean(axis=0)
-            centroids[k] = c / max(float(np.linalg.norm(c)), 1e-12)
+            centroids[k] = unit(c)
     similarity = np.nan_to_num(emb @ centroids.T, nan=-1.0)
     similarity[~valid] = 0.0
 

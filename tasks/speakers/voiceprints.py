@@ -37,6 +37,7 @@ import numpy as np
 
 from tasks.core.timebase import SAMPLE_RATE, compute_num_samples
 from tasks.core.storage import atomic_write_json, atomic_write_npy, sha256_file
+from tasks.speakers.vectors import unit
 
 if TYPE_CHECKING:
     from pyannote.core import Annotation
@@ -117,9 +118,8 @@ def embed_speech(
     ok = np.isfinite(emb).all(axis=1)
     if not ok.any():
         return None, 0.0
-    unit = emb[ok] / np.maximum(np.linalg.norm(emb[ok], axis=1, keepdims=True), 1e-12)
-    mean = (unit * weights[ok, None]).sum(axis=0)
-    return (mean / max(np.linalg.norm(mean), 1e-12)).astype(np.float32), float(weights[ok].sum() / SAMPLE_RATE)
+    mean = (unit(emb[ok]) * weights[ok, None]).sum(axis=0)
+    return unit(mean).astype(np.float32), float(weights[ok].sum() / SAMPLE_RATE)
 
 
 def speaker_centroids(
@@ -432,7 +432,7 @@ def load_voiceprints(
 # --------------------------------------------------------------------------- naming and linking
 def _unit(vectors: Sequence[np.ndarray]) -> np.ndarray:
     m = np.stack([np.asarray(v, dtype=np.float64).reshape(-1) for v in vectors])
-    return m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)
+    return unit(m)
 
 
 def name_speakers(
