@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 import torch  # noqa: E402
 
-from tasks import diarize as D  # noqa: E402
+from tasks.diarization import pipeline as D  # noqa: E402
 from tasks.core.config import DiarizationConfig  # noqa: E402
 
 
