@@ -23,7 +23,7 @@ try:
 
     EMOFLOW_VERSION = _version("emoflow")
 except Exception:  # not installed: running from a checkout
-    EMOFLOW_VERSION = "0.1.0"
+    EMOFLOW_VERSION = "0.3.0"
 
 
 @dataclass
