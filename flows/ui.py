@@ -232,7 +232,9 @@ class Analyser:
 
         audio, info = load_audio(p, config=config.audio)
         notes = list(info.warnings) + notes
-        if config.denoise.enabled and config.emotion.audio == "denoised":
+        from tasks.pipeline.heard import audio_stage
+
+        if audio_stage(config, heard_by="emotion") == "denoise":  # what the emotion stage would hear
             from tasks.audio.denoise import denoise as denoise_audio
 
             audio, _stats = denoise_audio(audio, config=config.denoise)
