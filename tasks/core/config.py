@@ -245,6 +245,7 @@ class TranscribeConfig(_Section):
     itn: bool = True
     device: Literal["auto", "cpu", "cuda"] = "auto"
     batch_seconds: float | None = Field(None, gt=0)
+    threads: int = Field(1, ge=0)
 
 
 class ScreenConfig(_Section):

@@ -28,9 +28,7 @@ a second time. Loaded models and pipelines are cached per process.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -47,12 +45,11 @@ from tasks.core.config import DiarizationConfig
 from tasks.models.hub import ModelUnavailableError, hub_unreachable_reason, resolve
 from tasks.models.cache import cached_model
 from tasks.speakers.campplus import canonical_embedding_id, load_embedding_model
-from tasks.models.devices import resolve_device
+from tasks.models.devices import resolve_device, torch_threads
 from tasks.core.records import Turn
 from tasks.diarization.rttm import ANONYMOUS_URI, parse_rttm, read_rttm, rename_rttm, to_rttm, write_rttm  # noqa: F401 (the engine's RTTM API)
 
 OFFLINE = "offline"
-_THREADS_LOCK = threading.Lock()  # torch's thread count is process-wide
 # Agglomerative clustering builds a full distance matrix (n^2/2 float64): cap the number of
 # embeddings it clusters (the rest are assigned to the nearest centroid, as pyannote already
 # does for the ones it filters out). 6000 -> ~150 MB, reached after ~35 min of 3-speaker talk.
@@ -412,21 +409,6 @@ def _as_waveform(audio: np.ndarray | torch.Tensor, sample_rate: int) -> torch.Te
 
         wave = AF.resample(wave, sample_rate, SAMPLE_RATE)
     return wave.contiguous()
-
-
-@contextlib.contextmanager
-def torch_threads(n: int):
-    """Run with ``n`` torch CPU threads (0 = unchanged), restoring the previous setting."""
-    if n <= 0 or n == torch.get_num_threads():
-        yield
-        return
-    with _THREADS_LOCK:
-        before = torch.get_num_threads()
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _exclusive_of(annotation: Annotation) -> Annotation:

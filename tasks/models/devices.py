@@ -1,6 +1,13 @@
-"""Which device a model runs on: the one ``auto``/``cpu``/``cuda`` resolution of emoflow."""
+"""Where a model runs: the one ``auto``/``cpu``/``cuda`` resolution of emoflow, and how many CPU
+threads torch uses while it does."""
 
 from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Iterator
+
+_THREADS_LOCK = threading.Lock()  # torch's thread count is process-wide
 
 
 def resolve_device(device: str, *, setting: str = "device") -> str:
@@ -21,3 +28,20 @@ def resolve_device(device: str, *, setting: str = "device") -> str:
     if device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"{setting} is 'cuda' but no CUDA GPU is available; use --set {setting}=cpu")
     return device
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run with ``n`` torch CPU threads (0 = unchanged), restoring the previous setting."""
+    import torch
+
+    if n <= 0 or n == torch.get_num_threads():
+        yield
+        return
+    with _THREADS_LOCK:
+        before = torch.get_num_threads()
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

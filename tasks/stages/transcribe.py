@@ -28,6 +28,7 @@ def compute(ctx: StageContext) -> dict[str, Any]:
     if not config.enabled:
         layout.write_transcripts(ctx.out, [None] * len(segments))
         return {"enabled": False, "segments": 0}
+    from tasks.models.devices import torch_threads
     from tasks.transcription.sensevoice import MIN_SAMPLES, get_sensevoice, transcribe_clips
 
     heard = layout.HeardAudio(audio=ctx["audio"], channels=ctx["channels"])
@@ -36,8 +37,9 @@ def compute(ctx: StageContext) -> dict[str, Any]:
     model = get_sensevoice(config)
     progress = ctx.progress()
     order = sorted(clips)
-    results = transcribe_clips(model, [clips[i] for i in order], language=config.language, itn=config.itn,
-                               batch_seconds=config.batch_seconds, progress=progress)
+    with torch_threads(config.threads if str(model.device) == "cpu" else 0):
+        results = transcribe_clips(model, [clips[i] for i in order], language=config.language, itn=config.itn,
+                                   batch_seconds=config.batch_seconds, progress=progress)
     records: list[dict[str, Any] | None] = [None] * len(segments)
     for i, t in zip(order, results):
         start = segments[i].start
