@@ -53,6 +53,7 @@ import torch  # noqa: E402
 
 from tasks.core.config import DiarizationConfig  # noqa: E402
 from tasks.diarization import pipeline as D  # noqa: E402
+from tasks.diarization import rttm  # noqa: E402
 
 warnings.filterwarnings("ignore")
 SR = 16000
@@ -63,7 +64,7 @@ def load_ami(split: str) -> list[dict]:
     from pyannote.core import Segment, Timeline
 
     ami = DATA / "ami"
-    refs = D.read_rttm(ami / f"debug.{split}.rttm")
+    refs = rttm.read_rttm(ami / f"debug.{split}.rttm")
     uems: dict[str, Timeline] = {}
     for line in (ami / f"debug.{split}.uem").read_text().splitlines():
         p = line.split()

@@ -11,6 +11,7 @@ import torch
 from pyannote.core import Annotation, Segment
 
 from tasks.diarization import pipeline as D
+from tasks.diarization import rttm
 from tasks.core.config import DiarizationConfig, load_config
 from tasks.core.records import Turn
 
@@ -33,7 +34,7 @@ def cfg() -> DiarizationConfig:
 def ami(shared_data):
     audio, sr = sf.read(shared_data / "ami" / "dev00.flac", dtype="float32")
     assert sr == SR
-    ref = D.read_rttm(shared_data / "ami" / "debug.development.rttm")["dev00"]
+    ref = rttm.read_rttm(shared_data / "ami" / "debug.development.rttm")["dev00"]
     return audio, ref
 
 
@@ -70,8 +71,8 @@ def test_ami_file_gives_plausible_labels_and_parseable_rttm(ami, cfg, tmp_path):
     # 12 % measured (33.9 % before resegmentation gave the second voice back)
     assert der < 0.2, f"DER {der:.2f} on dev00"
 
-    path = D.write_rttm(result.annotation, tmp_path / "rec" / "diarization.rttm", uri="dev00")
-    back = D.read_rttm(path)
+    path = rttm.write_rttm(result.annotation, tmp_path / "rec" / "diarization.rttm", uri="dev00")
+    back = rttm.read_rttm(path)
     assert list(back) == ["dev00"]
     assert set(back["dev00"].labels()) == set(labels)
     assert back["dev00"].get_timeline().duration() == pytest.approx(
@@ -110,8 +111,8 @@ def test_silence_gives_empty_annotation(cfg, rng, tmp_path):
         result = D.diarize(audio, recording_id="quiet", config=cfg)
         assert len(result.annotation) == 0 and len(result.exclusive) == 0
         assert result.turns() == [] and result.overlaps() == []
-        path = D.write_rttm(result.annotation, tmp_path / "quiet.rttm", uri="quiet")
-        assert path.read_text() == "" and D.read_rttm(path) == {}
+        path = rttm.write_rttm(result.annotation, tmp_path / "quiet.rttm", uri="quiet")
+        assert path.read_text() == "" and rttm.read_rttm(path) == {}
 
 
 def test_one_librispeech_speaker_gives_one_label(shared_data, cfg):
@@ -242,14 +243,14 @@ def test_turns_and_overlaps():
 
 def test_rttm_roundtrip(tmp_path):
     res = _toy()
-    path = D.write_rttm(res.annotation, tmp_path / "x.rttm", uri="rec-1")
+    path = rttm.write_rttm(res.annotation, tmp_path / "x.rttm", uri="rec-1")
     lines = path.read_text().splitlines()
     assert lines[0] == "SPEAKER rec-1 1 0.000 4.000 <NA> <NA> SPEAKER_00 <NA> <NA>"
-    back = D.read_rttm(path)["rec-1"]
+    back = rttm.read_rttm(path)["rec-1"]
     assert back.get_overlap().duration() == pytest.approx(1.0)
     assert sorted(back.labels()) == ["SPEAKER_00", "SPEAKER_01"]
     with pytest.raises(ValueError):
-        D.write_rttm(res.annotation, tmp_path / "y.rttm", uri="has space")
+        rttm.write_rttm(res.annotation, tmp_path / "y.rttm", uri="has space")
 
 
 def test_exclusive_fallback_for_pipelines_returning_only_annotation():

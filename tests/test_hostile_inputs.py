@@ -309,7 +309,7 @@ def test_a_file_changed_while_decoding_fails(tmp_path: Path, monkeypatch: pytest
 def test_channel_names_with_spaces_are_accepted_and_survive_rttm(names: list[str]) -> None:
     from pyannote.core import Annotation, Segment as PSegment
 
-    from tasks.diarization.pipeline import parse_rttm, to_rttm
+    from tasks.diarization.rttm import parse_rttm, to_rttm
 
     cfg = load_config(None, [f"diarization.channel_names={json.dumps(names, ensure_ascii=False)}"])
     assert cfg.diarization.channel_names == [unicodedata.normalize("NFC", n) for n in names]

@@ -47,7 +47,6 @@ from tasks.models.cache import cached_model
 from tasks.speakers.campplus import canonical_embedding_id, load_embedding_model
 from tasks.models.devices import resolve_device, torch_threads
 from tasks.core.records import Turn
-from tasks.diarization.rttm import ANONYMOUS_URI, parse_rttm, read_rttm, rename_rttm, to_rttm, write_rttm  # noqa: F401 (the engine's RTTM API)
 
 OFFLINE = "offline"
 # Agglomerative clustering builds a full distance matrix (n^2/2 float64): cap the number of
