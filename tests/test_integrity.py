@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -225,3 +226,59 @@ def test_no_space_is_recognised_through_causes() -> None:
         assert no_space(outer)
     assert not no_space(OSError(errno.EACCES, "Permission denied")) and not no_space(ValueError("x"))
     assert str(NoSpaceError("/x/out")).startswith("no space left on /x/out")
+
+
+def _counting_digests(monkeypatch) -> list[str]:
+    """Forget this process's digests (a new run) and count the files hashed from now on."""
+    hashed: list[str] = []
+    real = artefacts._digest
+    monkeypatch.setattr(artefacts, "_DIGESTS", {})
+    monkeypatch.setattr(artefacts, "_digest", lambda path, st: hashed.append(Path(path).name) or real(path, st))
+    return hashed
+
+
+def test_a_stamped_artefact_is_not_hashed_again_but_a_change_behind_its_stamp_is_found(tmp_path: Path,
+                                                                                        monkeypatch) -> None:
+    monkeypatch.setattr(artefacts, "SETTLED_S", 0.0)
+    store, folder = _committed(tmp_path)
+    time.sleep(0.05)  # the files' ctime is now in the past
+    assert store.get("emotion", "k1") == folder  # hashed, found intact: stamped
+    stamps = tmp_path / "store" / artefacts.STAMPS / "emotion" / "k1.json"
+    assert set(json.loads(stamps.read_text())) == {"scores.npy", "sub/a.json"}
+    hashed = _counting_digests(monkeypatch)
+    assert store.get("emotion", "k1") == folder and hashed == []  # a later run: stat only
+    # edited in place with the same size, and its mtime set back: ctime still moves
+    target = folder / "scores.npy"
+    st = target.stat()
+    _tamper_reverse_columns(folder)
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert target.stat().st_size == st.st_size and target.stat().st_mtime_ns == st.st_mtime_ns
+    hashed = _counting_digests(monkeypatch)
+    told = []
+    assert store.get("emotion", "k1", on_bad=lambda p, r: told.append(r)) is None
+    assert hashed == ["scores.npy"] and "sha256 differs" in told[0]
+    assert not stamps.exists()  # the discarded artefact's stamps go with it
+
+
+@pytest.mark.parametrize("plant", [
+    lambda p: p.write_text("{not json"),
+    lambda p: p.write_text('["a list"]'),
+    lambda p: p.symlink_to("/dev/null"),
+    lambda p: p.mkdir(),
+])
+def test_a_damaged_or_planted_stamps_file_only_costs_a_hash(tmp_path: Path, monkeypatch, plant) -> None:
+    monkeypatch.setattr(artefacts, "SETTLED_S", 0.0)
+    store, folder = _committed(tmp_path)
+    stamps = tmp_path / "store" / artefacts.STAMPS / "emotion" / "k1.json"
+    stamps.parent.mkdir(parents=True)
+    plant(stamps)
+    time.sleep(0.05)
+    hashed = _counting_digests(monkeypatch)
+    assert store.get("emotion", "k1") == folder
+    assert sorted(hashed) == ["a.json", "scores.npy"]
+
+
+def test_a_fresh_file_is_never_stamped(tmp_path: Path) -> None:
+    store, folder = _committed(tmp_path)  # written just now: within SETTLED_S
+    assert store.get("emotion", "k1") == folder
+    assert not (tmp_path / "store" / artefacts.STAMPS / "emotion" / "k1.json").exists()

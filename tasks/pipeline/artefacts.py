@@ -12,6 +12,14 @@ size and sha256 in ``meta.json`` (and :func:`commit_published` in the published 
 or anything but a regular file makes the artefact *bad*; the runner moves it aside with one
 warning line and computes it again under the same key. A file's digest is computed once per
 process per (path, inode, size, mtime, ctime), so a run reads each artefact's bytes once.
+
+Across runs, a store artefact whose files were hashed and found intact leaves a *stamp*
+(``<root>/.stamps/<stage>/<key>.json``: each file's inode, size, mtime, ctime and sha256, as
+git's index does): a later reuse hashes only the files whose stat no longer matches their stamp.
+Writing a file, or setting its mtime back, changes its ctime (which no user program can set),
+and a copied or restored store has other inodes, so any change made after the stamp is hashed
+again. A stamp is only taken of files whose ctime is at least :data:`SETTLED_S` old, so a write
+in the same clock tick as the hash that vouched for it cannot hide behind it.
 """
 
 from __future__ import annotations
@@ -28,11 +36,16 @@ from pathlib import Path
 from typing import Any
 
 from tasks.core.config import canonical_hash
-from tasks.core.storage import real_dir
+from tasks.core.storage import atomic_write_text, real_dir
 
 META = "meta.json"
 FILES = "files"
 """The key, in ``meta.json`` and ``.export.json``, of ``{relative path: [size, sha256]}``."""
+STAMPS = ".stamps"
+"""``<root>/.stamps/<stage>/<key>.json``: the stat of each file of an artefact when its sha256
+was last found to match the record (``{relative path: [inode, size, mtime_ns, ctime_ns, sha256]}``)."""
+SETTLED_S = 2.0
+"""A file changed less than this long ago is hashed on every reuse, never stamped."""
 
 
 class BadArtefact(Exception):
@@ -89,8 +102,21 @@ def record_files(folder: Path, *, skip: str | frozenset[str] = META) -> dict[str
     return {rel: [st.st_size, _digest(folder / rel, st)] for rel, st in sorted(_walk(folder, skip).items())}
 
 
-def verify_files(folder: Path, recorded: Any, *, skip: str | frozenset[str] = META) -> None:
+def _stamp(st: os.stat_result, sha: str) -> list[Any]:
+    return [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, sha]
+
+
+def verify_files(folder: Path, recorded: Any, *, skip: str | frozenset[str] = META,
+                 stamps: dict[str, Any] | None = None) -> dict[str, list[Any]]:
     """Check ``folder`` holds exactly the files of ``recorded`` (sizes first, then sha256).
+
+    A file whose stat equals its entry in ``stamps`` (inode, size, mtime, ctime, and the same
+    recorded sha256) is not read again; every other file is hashed.
+
+    Returns
+    -------
+    dict
+        The stamps of the files now known intact whose ctime is at least :data:`SETTLED_S` old.
 
     Raises
     ------
@@ -116,13 +142,20 @@ def verify_files(folder: Path, recorded: Any, *, skip: str | frozenset[str] = ME
             raise BadArtefact(f"{rel}: damaged record") from None
         if st.st_size != size:
             raise BadArtefact(f"{rel} has {st.st_size} bytes, {size} were written")
+    settled_ns = time.time_ns() - int(SETTLED_S * 1e9)
+    vouched: dict[str, list[Any]] = {}
     for rel, st in found.items():
-        try:
-            digest = _digest(folder / rel, st)
-        except OSError as exc:
-            raise BadArtefact(f"{rel} is unreadable ({exc.strerror or exc})") from None
-        if digest != recorded[rel][1]:
-            raise BadArtefact(f"{rel} was changed after it was written (sha256 differs)")
+        sha = recorded[rel][1]
+        if stamps is None or stamps.get(rel) != _stamp(st, sha):
+            try:
+                digest = _digest(folder / rel, st)
+            except OSError as exc:
+                raise BadArtefact(f"{rel} is unreadable ({exc.strerror or exc})") from None
+            if digest != sha:
+                raise BadArtefact(f"{rel} was changed after it was written (sha256 differs)")
+        if st.st_ctime_ns <= settled_ns:
+            vouched[rel] = _stamp(st, sha)
+    return vouched
 
 
 def discard(folder: Path) -> None:
@@ -168,13 +201,39 @@ class ArtefactStore:
                 meta = read_meta(p)
             except (OSError, ValueError):
                 raise BadArtefact(f"{META} is unreadable") from None
-            verify_files(p, meta.get(FILES) if isinstance(meta, dict) else None)
+            stamps = self._read_stamps(stage, key)
+            vouched = verify_files(p, meta.get(FILES) if isinstance(meta, dict) else None, stamps=stamps)
         except BadArtefact as exc:
             if on_bad is not None:
                 on_bad(p, str(exc))
             discard(p)
+            try:
+                self._stamps_path(stage, key).unlink(missing_ok=True)
+            except OSError:
+                pass  # not a file emoflow wrote: it is never trusted (:meth:`_read_stamps`)
             return None
+        if vouched and vouched != stamps:
+            try:
+                real_dir(self._stamps_path(stage, key).parent, base=self.root)  # never through a link
+                atomic_write_text(self._stamps_path(stage, key), json.dumps(vouched))
+            except (OSError, ValueError):
+                pass  # a stamp only saves time: without it the next reuse hashes again
         return p
+
+    def _stamps_path(self, stage: str, key: str) -> Path:
+        return self.root / STAMPS / stage / f"{key}.json"
+
+    def _read_stamps(self, stage: str, key: str) -> dict[str, Any] | None:
+        """The stamps of (stage, key), or None when there are none (or they are not a plain
+        file of the expected shape: then every file is hashed)."""
+        path = self._stamps_path(stage, key)
+        try:
+            if path.is_symlink() or not path.is_file():
+                return None
+            stamps = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return stamps if isinstance(stamps, dict) else None
 
     def meta(self, stage: str, key: str) -> dict[str, Any]:
         return read_meta(self.path(stage, key))
