@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from prefect import flow, task
 from prefect.futures import PrefectFuture
@@ -25,7 +26,7 @@ from tasks.core.storage import no_space
 from tasks.models.vetting import resolve_models
 from tasks.pipeline.job import DEFAULT_REGISTRY, RecordingJob, StageReport
 from tasks.pipeline.registry import load_registry
-from tasks.pipeline.runner import reusable, run_stage
+from tasks.pipeline.runner import kept_report, run_stage
 from tasks.run.finalize import RunSummary, finalize
 from tasks.run.plan import plan_run, prepare_run
 
@@ -86,8 +87,13 @@ def _failure_row(job: RecordingJob, stage: str, exc: BaseException) -> dict[str,
 
 
 @flow(name="emoflow", log_prints=False, persist_result=False)
-def emoflow_run(jobs: list[RecordingJob], run: dict[str, Any]) -> dict[str, Any]:
-    """Process recordings, then write the run's tables, manifest and report."""
+def emoflow_run(jobs: list[RecordingJob], run: dict[str, Any],
+                kept: list[list[dict[str, Any]]] | None = None) -> dict[str, Any]:
+    """Process recordings, then write the run's tables, manifest and report.
+
+    ``kept`` holds, per job, the reports of its leading stages an earlier run left on disk
+    (:func:`kept_reports`); found here when not given.
+    """
     from prefect import get_run_logger
 
     logger = get_run_logger()
@@ -96,18 +102,17 @@ def emoflow_run(jobs: list[RecordingJob], run: dict[str, Any]) -> dict[str, Any]
     retries, delay = config.runner.retries, config.runner.retry_delay_s
     stage_task = STAGE_TASK.with_options(retries=retries, retry_delay_seconds=delay)
     order = load_registry(jobs[0].registry).order(config) if jobs else ()  # each stage after what it reads
+    if kept is None:
+        kept = [kept_reports(job, order) for job in jobs]
+    kept = [list(reports) for reports in kept]
     chains: list[list[tuple[str, PrefectFuture]]] = []
-    kept: list[list[dict[str, Any]]] = []  # reports of the leading stages an earlier run left on disk
-    for job in jobs:
+    for job, reports in zip(jobs, kept):
         futures: list[tuple[str, PrefectFuture]] = []
-        reports, upstream = [], None
-        for stage in order:
-            if not futures and _kept_report(job, stage, reports):
-                continue  # no task run for a stage whose output is on disk: a file check is enough
+        upstream = None
+        for stage in order[len(reports):]:  # no task run for a stage whose output is on disk
             upstream = stage_task.submit(job, stage, upstream)
             futures.append((stage, upstream))
         chains.append(futures)
-        kept.append(reports)
     outcomes: list[dict[str, Any]] = []
     total_segments = 0
     with RunProgress(jobs, out_dir=run["out_dir"], logger=logger) as progress:
@@ -149,17 +154,29 @@ def emoflow_run(jobs: list[RecordingJob], run: dict[str, Any]) -> dict[str, Any]
     return summary.to_dict()
 
 
-def _kept_report(job: RecordingJob, stage: str, reports: list[dict[str, Any]]) -> bool:
-    """Report ``stage`` as reused without a task run when its output is on disk; False (run it
-    as a task) when it is not, or when reading what is kept fails."""
-    try:
-        if not reusable(job, stage):
-            return False
-        report = run_stage(job, stage)
-    except Exception:  # noqa: BLE001 - the task run will compute it (and report any failure)
+def kept_reports(job: RecordingJob, order: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The reports of ``job``'s leading stages (in ``order``) whose output is on disk and
+    intact (:func:`tasks.pipeline.runner.kept_report`): a file check each, no task run. Stops at
+    the first stage to compute (or whose check fails: its task run reports why)."""
+    reports: list[dict[str, Any]] = []
+    for stage in order:
+        try:
+            report = kept_report(job, stage)
+        except Exception:  # noqa: BLE001 - the task run will compute it (and report any failure)
+            break
+        if report is None:
+            break
+        reports.append(report.to_dict())
+    return reports
+
+
+def _computes_a_model(jobs: list[RecordingJob], kept: list[list[dict[str, Any]]], config: Config) -> bool:
+    """Whether any stage left to compute runs a model (the run may last minutes or hours)."""
+    if not jobs:
         return False
-    reports.append(report.to_dict())
-    return True
+    registry = load_registry(jobs[0].registry)
+    order = registry.order(config)
+    return any(registry[stage].models for reports in kept for stage in order[len(reports):])
 
 
 def _claim_run_dir(run: dict[str, Any], logger: Any) -> None:
@@ -230,6 +247,21 @@ def check_server(timeout: float = 3.0) -> None:
                        "(`prefect config unset PREFECT_API_URL`) to run with a temporary server") from None
 
 
+@contextmanager
+def _heartbeats(on: bool) -> Iterator[None]:
+    """Prefect's flow-run heartbeats (crash detection for long runs) only where a model stage
+    computes: a run that only screens and exports again lasts seconds, and stopping the
+    heartbeat thread costs up to a second at its end (it sleeps in 1 s steps). emoflow marks
+    a run whose process died as Crashed itself (:func:`_claim_run_dir`)."""
+    if on:
+        yield
+        return
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    with temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield
+
+
 def server_configured() -> bool:
     """Whether Prefect talks to a running server (PREFECT_API_URL) rather than an ephemeral one."""
     from prefect.settings import PREFECT_API_URL
@@ -265,8 +297,11 @@ def run_pipeline(inputs: list[str], *, config: Config, out_dir: str | os.PathLik
                 print("emoflow: no Prefect server configured; starting a temporary one for this run (15-25 s). "
                       "For faster runs start one once (`prefect server start`) and "
                       "`prefect config set PREFECT_API_URL=http://127.0.0.1:4200/api`.", file=sys.stderr, flush=True)
+            order = load_registry(registry).order(config)
+            kept = [kept_reports(job, order) for job in jobs]
             flow_fn = emoflow_run.with_options(flow_run_name=run["run_name"], task_runner=_task_runner(config))
-            result = flow_fn(jobs, run)
+            with _heartbeats(_computes_a_model(jobs, kept, config)):
+                result = flow_fn(jobs, run, kept)
             if result.get("error"):  # the run stopped (no space left): nothing it wrote is trusted
                 raise RunError(result["error"])
             return RunSummary.from_dict(result)

@@ -103,9 +103,12 @@ def ensure_artefact(job: RecordingJob, dep: str) -> Path:
     return job.artefact(dep)
 
 
-def reusable(job: RecordingJob, stage: str) -> bool:
-    """Whether ``stage``'s output is already on disk under its key."""
-    return kept_facts(job, load_registry(job.registry)[stage]) is not None
+def kept_report(job: RecordingJob, name: str) -> StageReport | None:
+    """The report of stage ``name`` reused from disk (checked, :func:`kept_facts`), or None
+    when it must be computed."""
+    t0 = time.perf_counter()
+    facts = kept_facts(job, load_registry(job.registry)[name])
+    return None if facts is None else StageReport(job.recording_id, name, "reused", time.perf_counter() - t0, facts)
 
 
 def run_stage(job: RecordingJob, name: str) -> StageReport:
@@ -115,9 +118,9 @@ def run_stage(job: RecordingJob, name: str) -> StageReport:
     """
     stage = load_registry(job.registry)[name]
     t0 = time.perf_counter()
-    facts = kept_facts(job, stage)
-    if facts is not None:
-        return StageReport(job.recording_id, name, "reused", time.perf_counter() - t0, facts)
+    kept = kept_report(job, name)
+    if kept is not None:
+        return kept
     inputs = {role: ensure_artefact(job, dep) for role, dep in stage.inputs(job.cfg).items()}
     key = job.keys[name]
     tmp = artefacts.begin_published(job.recording_dir) if stage.publishes else job.store.begin(name, key)
