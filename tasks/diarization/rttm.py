@@ -1,7 +1,7 @@
 """RTTM text: the diarization's file format, written, read and renamed.
 
-pyannote.core is imported only when an annotation is built, so writing tables from stored RTTM
-text does not pay for it at start-up.
+pyannote.core is imported only when an annotation is built: renaming and exporting stored RTTM
+text (:func:`rename_rttm`) never imports it.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 from tasks.core.storage import atomic_write_text
 
@@ -56,27 +56,35 @@ def label_from_rttm(field: str) -> str:
 
 
 def rename_rttm(text: str, *, uri: str, speakers: dict[str, str] | None = None) -> str:
-    """RTTM ``text`` of one recording with its file id set to ``uri`` (and its speakers renamed
-    by ``speakers``, label → name)."""
-    from pyannote.core import Annotation
-
-    annotations = list(parse_rttm(text).values())
-    annotation = annotations[0] if annotations else Annotation()
-    if speakers:
-        annotation = annotation.rename_labels(mapping={k: v for k, v in speakers.items() if k != v})
-    return to_rttm(annotation, uri=uri)
+    """RTTM ``text`` of one recording (its first file id) with its file id set to ``uri`` and
+    its speakers renamed by ``speakers`` (label → name). Text in, text out: no pyannote.core."""
+    tracks = list(speaker_tracks(text))
+    first = tracks[0][0] if tracks else None
+    names = speakers or {}
+    return format_rttm([(start, start + dur, names.get(label, label)) for file_id, start, dur, label in tracks
+                        if file_id == first], uri=uri)
 
 
 def to_rttm(annotation: Annotation, *, uri: str) -> str:
     """RTTM text of ``annotation`` with ``uri`` as file id (one SPEAKER line per track)."""
+    return format_rttm([(seg.start, seg.end, label) for seg, _, label in annotation.itertracks(yield_label=True)],
+                       uri=uri)
+
+
+SEGMENT_PRECISION = 1e-6
+"""A turn this short or shorter holds no speech (pyannote.core drops such segments too)."""
+
+
+def format_rttm(tracks: "Iterable[tuple[float, float, Any]]", *, uri: str) -> str:
+    """RTTM text of ``(start, end, label)`` turns with ``uri`` as file id, sorted by time then
+    label; turns of no duration are left out."""
     if any(c.isspace() for c in uri):
         raise ValueError(f"RTTM uri must not contain whitespace: {uri!r}")
     lines = []
-    for seg, _, label in sorted(annotation.itertracks(yield_label=True), key=lambda t: (t[0].start, t[0].end, str(t[2]))):
-        if seg.duration <= 0:
+    for start, end, label in sorted(tracks, key=lambda t: (t[0], t[1], str(t[2]))):
+        if end - start <= SEGMENT_PRECISION:
             continue
-        lab = rttm_label(label)
-        lines.append(f"SPEAKER {uri} 1 {seg.start:.3f} {seg.duration:.3f} <NA> <NA> {lab} <NA> <NA>")
+        lines.append(f"SPEAKER {uri} 1 {start:.3f} {end - start:.3f} <NA> <NA> {rttm_label(label)} <NA> <NA>")
     return "".join(line + "\n" for line in lines)
 
 
@@ -95,6 +103,24 @@ def parse_rttm(text: str, *, source: str = "<rttm>") -> dict[str, Annotation]:
     from pyannote.core import Annotation, Segment
 
     out: dict[str, Annotation] = {}
+    for uri, start, dur, label in speaker_tracks(text, source=source):
+        ann = out.setdefault(uri, Annotation(uri=uri))
+        if dur == 0:
+            continue  # an empty turn holds no speech
+        seg = Segment(start, start + dur)
+        ann[seg, ann.new_track(seg)] = label
+    return out
+
+
+def speaker_tracks(text: str, *, source: str = "<rttm>") -> "Iterator[tuple[str, float, float, str]]":
+    """``(file id, onset, duration, label)`` of each SPEAKER line of RTTM ``text``, checked.
+
+    Raises
+    ------
+    ValueError
+        A malformed line, or an onset or duration that is not a finite, non-negative number
+        (the message names ``source`` and the line).
+    """
     for n, line in enumerate(text.splitlines(), 1):
         parts = line.split()
         if not parts or parts[0].startswith("#") or parts[0] != "SPEAKER":
@@ -108,10 +134,4 @@ def parse_rttm(text: str, *, source: str = "<rttm>") -> dict[str, Annotation]:
         if not (math.isfinite(start) and math.isfinite(dur)) or start < 0 or dur < 0:
             raise ValueError(f"{source}:{n}: onset {parts[3]} and duration {parts[4]} must be finite and not "
                              "negative")
-        uri, label = parts[1], label_from_rttm(parts[7])
-        ann = out.setdefault(uri, Annotation(uri=uri))
-        if dur == 0:
-            continue  # an empty turn holds no speech
-        seg = Segment(start, start + dur)
-        ann[seg, ann.new_track(seg)] = label
-    return out
+        yield parts[1], start, dur, label_from_rttm(parts[7])
