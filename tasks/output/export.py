@@ -84,11 +84,17 @@ def coerce_table(table: pd.DataFrame) -> pd.DataFrame:
 def read_table_csv(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Read a segments CSV back with its types (ids never parsed as numbers or NaN; the
     formula guard of text cells removed, :mod:`tasks.core.csvsafe`)."""
+    return coerce_table(_read_table_text(path))
+
+
+def _read_table_text(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """A segments CSV as written (every cell a string, the formula guard removed), before
+    :func:`coerce_table`."""
     table = pd.read_csv(path, dtype=str, keep_default_na=False)
     for c in table.columns:
         if c in STRING_COLUMNS:
             table[c] = table[c].map(unguard)
-    return coerce_table(table)
+    return table
 
 
 def wants_embedding(policy: str, *, confidence: float, threshold: float) -> bool:
@@ -317,7 +323,7 @@ def write_run_tables(out_dir: Path, recording_ids: Iterable[str], *, csv_too: bo
     for rid in recording_ids:
         path = out_dir / "recordings" / rid / "segments.csv"
         if path.is_file():
-            frames.append(read_table_csv(path))
+            frames.append(_read_table_text(path))
     table = coerce_table(pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
         {c: pd.Series(dtype=object) for c in RECORDING_TABLE_COLUMNS}))
     exported = table["embedding_exported"].to_numpy(dtype=bool)

@@ -1,6 +1,8 @@
 """Plots shared by the run report and the web UI (matplotlib, no pyplot: thread-safe, headless).
 
 Every function returns a :class:`matplotlib.figure.Figure`; :func:`png_bytes` renders one.
+matplotlib is imported only when a figure is drawn: a report whose plots are all kept
+(:class:`PlotCache`) never imports it.
 Colours and emoji per emotion are fixed here so the report, the timeline PNGs and the UI agree.
 """
 
@@ -10,15 +12,15 @@ import hashlib
 import io
 import json
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
-from matplotlib.colors import to_rgba
-from matplotlib.figure import Figure
-from matplotlib.patches import Patch
 
 from tasks.core.records import EMOTIONS
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 EMOTION_COLOURS: dict[str, str] = {
     "angry": "#d62728",
@@ -160,6 +162,10 @@ def timeline_figure(seg: pd.DataFrame, *, recording_id: str = "", duration: floa
     run wrote it) get a black outline; segments that were not scored (too short, overlapped
     speech) are light grey and hatched.
     """
+    from matplotlib.colors import to_rgba
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
     speakers = sorted(seg["speaker"].astype(str).unique()) if len(seg) else []
     height = 1.2 + 0.45 * max(len(speakers), 1)
     fig = Figure(figsize=(11, height))
@@ -202,6 +208,9 @@ def timeline_figure(seg: pd.DataFrame, *, recording_id: str = "", duration: floa
 
 def frame_curves_figure(curves: Sequence[tuple[str, float, float, np.ndarray]], *, ncols: int = 2) -> Figure:
     """Small multiples of frame-level scores: ``(title, start_s, hop_s, frames (T, 9))`` each."""
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
     n = max(len(curves), 1)
     ncols = min(ncols, n)
     nrows = int(np.ceil(n / ncols))
@@ -241,6 +250,8 @@ def speaker_distribution(seg: pd.DataFrame) -> pd.DataFrame:
 
 def speaker_distribution_figure(dist: pd.DataFrame, *, title: str = "") -> Figure:
     """Stacked horizontal bars: per speaker, the share of speech time per emotion."""
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(8, 1.0 + 0.4 * max(len(dist), 1)))
     ax = fig.add_subplot(111)
     left = np.zeros(len(dist))
@@ -266,6 +277,8 @@ def confidence_histogram_figure(confidence: Iterable[float], *, threshold: float
     ``drilled`` is how many segments the run drilled down (its ``drilled`` column): with
     drill-down disabled that is 0 however many fall below the threshold.
     """
+    from matplotlib.figure import Figure
+
     conf = np.asarray([c for c in confidence if c == c], dtype=float)
     fig = Figure(figsize=(7, 2.8))
     ax = fig.add_subplot(111)
@@ -285,6 +298,8 @@ def confidence_histogram_figure(confidence: Iterable[float], *, threshold: float
 
 def scores_bar_figure(scores: Sequence[float], *, title: str = "") -> Figure:
     """The 9 emotion scores as horizontal bars (the UI's utterance view)."""
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(6, 3))
     ax = fig.add_subplot(111)
     vals = np.asarray(scores, dtype=float)
