@@ -60,3 +60,44 @@ def test_top_emotion_is_the_one_argmax() -> None:
     assert (r.label, r.confidence) == top_emotion(scores)
     with pytest.raises(ValueError, match="expected 9 scores, got 3"):
         top_emotion([0.1, 0.2, 0.7])
+
+
+def _reference_runs(frame_scores: np.ndarray, *, min_frames: int) -> list[tuple[int, int, int]]:
+    """The absorption rule as first written (every step re-reads the runs from the labels):
+    the specification :func:`tasks.emotion.screen._absorb_short_runs` must equal."""
+    top = np.asarray(frame_scores).argmax(axis=1)
+
+    def runs_of(t):
+        edges = np.flatnonzero(np.diff(t)) + 1
+        starts, ends = np.concatenate([[0], edges]), np.concatenate([edges, [t.size]])
+        return [(int(t[s]), int(s), int(e)) for s, e in zip(starts, ends)]
+
+    runs = runs_of(top)
+    while len(runs) > 1:
+        lengths = [e - s for _, s, e in runs]
+        i = int(np.argmin(lengths))
+        if lengths[i] >= min_frames:
+            break
+        left = runs[i - 1] if i > 0 else None
+        right = runs[i + 1] if i + 1 < len(runs) else None
+        into = left if right is None or (left is not None and left[2] - left[1] >= right[2] - right[1]) else right
+        top[runs[i][1]:runs[i][2]] = into[0]
+        runs = runs_of(top)
+    return runs
+
+
+def test_short_runs_are_absorbed_exactly_as_the_rule_says() -> None:
+    from tasks.emotion.screen import _absorb_short_runs
+
+    rng = np.random.default_rng(7)
+    for trial in range(300):
+        n = int(rng.integers(1, 400))
+        if trial % 2:
+            scores = rng.random((n, 9))  # a flickering curve: a run per frame or two
+        else:
+            labels = np.repeat(rng.integers(0, 4, size=n), rng.integers(1, 12, size=n))[:n]
+            scores = rng.random((n, 9)) * 0.5
+            scores[np.arange(n), labels] += 1.0
+        min_frames = int(rng.integers(1, 30))
+        got = _absorb_short_runs(scores.argmax(axis=1), min_frames=min_frames)
+        assert list(zip(*(a.tolist() for a in got))) == _reference_runs(scores, min_frames=min_frames), trial

@@ -20,14 +20,35 @@ def is_drilled(confidence: float, *, threshold: float) -> bool:
     return bool(confidence < threshold)
 
 
-def _runs(top: np.ndarray) -> list[tuple[int, int, int]]:
-    """(label index, first frame, end frame) of each run of equal values."""
-    if top.size == 0:
-        return []
+def _runs(top: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(labels, starts, ends)`` of the runs of equal values of ``top`` (end exclusive)."""
     edges = np.flatnonzero(np.diff(top)) + 1
-    starts = np.concatenate([[0], edges])
-    ends = np.concatenate([edges, [top.size]])
-    return [(int(top[s]), int(s), int(e)) for s, e in zip(starts, ends)]
+    starts = np.concatenate([[0], edges]).astype(np.int64)
+    ends = np.concatenate([edges, [top.size]]).astype(np.int64)
+    return top[starts].astype(np.int64), starts, ends
+
+
+def _absorb_short_runs(top: np.ndarray, *, min_frames: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The runs of ``top`` after absorbing, one at a time, the shortest run shorter than
+    ``min_frames`` (the first of equals) into its longer neighbour (the left one on a tie),
+    merging the runs that then carry the same label, until none is left or one run remains."""
+    labels, starts, ends = _runs(top)
+    while labels.size > 1:
+        lengths = ends - starts
+        i = int(np.argmin(lengths))
+        if lengths[i] >= min_frames:
+            break
+        j = i - 1 if i + 1 == labels.size or (i > 0 and lengths[i - 1] >= lengths[i + 1]) else i + 1
+        labels[i] = labels[j]
+        lo, hi = i, i  # runs were maximal: only the neighbours can now carry the same label
+        while lo > 0 and labels[lo - 1] == labels[i]:
+            lo -= 1
+        while hi + 1 < labels.size and labels[hi + 1] == labels[i]:
+            hi += 1
+        if hi > lo:
+            ends[lo] = ends[hi]
+            labels, starts, ends = (np.delete(a, slice(lo + 1, hi + 1)) for a in (labels, starts, ends))
+    return labels, starts, ends
 
 
 def summarise_curve(
@@ -62,20 +83,9 @@ def summarise_curve(
         return {"runs": [], "changes": [], "peaks": {}, "dominant": None}
     top = scores.argmax(axis=1)
     min_frames = max(1, int(round(min_run_s / hop_s)))
-    runs = _runs(top)
-    # Absorb short runs into the longer neighbour until none is left (or only one run remains).
-    while len(runs) > 1:
-        lengths = [e - s for _, s, e in runs]
-        i = int(np.argmin(lengths))
-        if lengths[i] >= min_frames:
-            break
-        left = runs[i - 1] if i > 0 else None
-        right = runs[i + 1] if i + 1 < len(runs) else None
-        into = left if right is None or (left is not None and (left[2] - left[1]) >= (right[2] - right[1])) else right
-        top[runs[i][1] : runs[i][2]] = into[0]
-        runs = _runs(top)
+    labels, starts, ends = _absorb_short_runs(top, min_frames=min_frames)
     out_runs = []
-    for label, s, e in runs:
+    for label, s, e in zip(labels.tolist(), starts.tolist(), ends.tolist()):
         out_runs.append({
             "label": EMOTIONS[label],
             "start": round(offset_s + s * hop_s, 3),
