@@ -213,3 +213,23 @@ def test_cli_wrong_inputs_are_one_line(tmp_path: Path, voices) -> None:
         assert res.exit_code == 2, (args, res.output)
         assert len(lines) == 1 and lines[0].startswith("emoflow: error: ") and text_ in lines[0], (args, res.output)
     assert not d.exists() or not list(d.iterdir())
+
+
+def test_one_piece_embedding_and_one_centroid_rule(voices, embedder) -> None:
+    """Every speaker vector comes from embed_pieces (unit rows, NaN for a piece too short) and
+    every centroid from unit_centroids (finite rows only, weighted or not, NaN for no rows)."""
+    from tasks.speakers.campplus import embed_pieces
+    from tasks.speakers.vectors import unit_centroids
+
+    x = _read(voices[0][0])
+    emb = embed_pieces(x, [(0, SR), (SR, SR + 100), (SR, 3 * SR)], embedder=embedder, min_samples=SR // 2)
+    assert emb.shape == (3, 192) and emb.dtype == np.float32
+    assert np.allclose(np.linalg.norm(emb[[0, 2]], axis=1), 1.0, atol=1e-5) and np.isnan(emb[1]).all()
+    c = unit_centroids(emb, owner=np.array([0, 0, 0]), count=2)
+    assert np.allclose(c[0], (emb[0] + emb[2]) / np.linalg.norm(emb[0] + emb[2])) and np.isnan(c[1]).all()
+    w = unit_centroids(emb, owner=np.zeros(3), count=1, weights=np.array([1.0, 5.0, 3.0]))[0]
+    assert np.allclose(w, (emb[0] + 3 * emb[2]) / np.linalg.norm(emb[0] + 3 * emb[2]))
+    # a voiceprint is the weighted centroid of its pieces
+    vector, seconds = embed_speech(x, regions=[(0.0, 3.0)], embedder=embedder, window_s=1.5)
+    pieces = embed_pieces(x, [(0, 24000), (24000, 48000)], embedder=embedder, min_samples=8000)
+    assert seconds == 3.0 and np.allclose(vector, unit_centroids(pieces, owner=np.zeros(2), count=1)[0], atol=1e-6)

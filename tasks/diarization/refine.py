@@ -27,12 +27,12 @@ exclusive speech.
 from __future__ import annotations
 
 import numpy as np
-import torch
 from pyannote.core import Annotation, Segment
 
 from tasks.core.timebase import SAMPLE_RATE, compute_num_samples
 from tasks.audio.vad import hysteresis
-from tasks.speakers.vectors import unit
+from tasks.speakers.campplus import embed_pieces
+from tasks.speakers.vectors import unit_centroids
 
 FRAME_S = 0.01
 CENTROID_WINDOWS = 40
@@ -79,15 +79,9 @@ def speech_frames(probs: np.ndarray, *, frame_step: float, n: int, onset: float,
 
 
 def _embed(audio: np.ndarray, pieces: list[tuple[float, float]], embedding) -> np.ndarray:
-    """Unit CAM++ embeddings ``(len(pieces), D)`` of audio pieces (NaN rows when too short)."""
-    from tasks.speakers.campplus import fbank, mean_normalised
-
-    feats = []
-    for a, b in pieces:
-        wave = torch.from_numpy(np.ascontiguousarray(audio[compute_num_samples(a) : compute_num_samples(b)]))
-        feats.append(mean_normalised(fbank(wave)) if wave.shape[0] >= compute_num_samples(MIN_PIECE_S) else None)
-    emb = embedding.embed_features(feats) if feats else np.zeros((0, int(getattr(embedding, "dimension", 192))))
-    return unit(emb)
+    """Unit CAM++ embeddings ``(len(pieces), D)`` of pieces given in seconds (NaN rows when too short)."""
+    return embed_pieces(audio, [(compute_num_samples(a), compute_num_samples(b)) for a, b in pieces],
+                        embedder=embedding, min_samples=compute_num_samples(MIN_PIECE_S))
 
 
 def centroids(audio: np.ndarray, exclusive: np.ndarray, *, embedding) -> np.ndarray:
@@ -102,15 +96,7 @@ def centroids(audio: np.ndarray, exclusive: np.ndarray, *, embedding) -> np.ndar
         pieces += [(s * FRAME_S, (s + width) * FRAME_S) for s in starts]
         owner += [k] * len(starts)
     emb = _embed(audio, pieces, embedding)
-    owner_a = np.asarray(owner)
-    out = np.full((exclusive.shape[1], emb.shape[1] if emb.ndim == 2 else 192), np.nan)
-    for k in range(exclusive.shape[1]):
-        mine = emb[owner_a == k] if len(owner) else emb[:0]
-        mine = mine[np.isfinite(mine).all(axis=1)]
-        if len(mine):
-            c = mine.mean(axis=0)
-            out[k] = unit(c)
-    return out
+    return unit_centroids(emb, owner=np.asarray(owner, dtype=np.int64), count=exclusive.shape[1])
 
 
 def refine(

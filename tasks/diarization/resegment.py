@@ -26,7 +26,7 @@ import torch
 from pyannote.core import Annotation, Segment
 
 from tasks.core.timebase import compute_num_samples
-from tasks.speakers.vectors import unit
+from tasks.speakers.vectors import unit, unit_centroids
 
 FRAME_S = 0.05
 BATCH = 256
@@ -142,12 +142,7 @@ def resegment(
         return annotation, exclusive
     owner = np.array([labels.index(tracks[r][1]) for r, _ in index])
     valid = np.isfinite(emb).all(axis=1)
-    centroids = np.full((len(labels), emb.shape[1]), np.nan)
-    for k in range(len(labels)):
-        mine = valid & (owner == k)
-        if mine.any():
-            c = emb[mine].mean(axis=0)
-            centroids[k] = unit(c)
+    centroids = unit_centroids(emb, owner=owner, count=len(labels))
     similarity = np.nan_to_num(emb @ centroids.T, nan=-1.0)
     similarity[~valid] = 0.0
 

@@ -35,6 +35,7 @@ from tasks.models.cache import cached_model
 from tasks.models.checkpoints import CheckpointLoadError, load_state
 from tasks.models.devices import resolve_device
 from tasks.models.hub import find_checkpoint, resolve
+from tasks.speakers.vectors import unit
 
 FRAME_LENGTH = 400  # 25 ms at 16 kHz
 FRAME_SHIFT = 160  # 10 ms
@@ -111,6 +112,36 @@ def fbank(waveform: torch.Tensor) -> torch.Tensor:
 def mean_normalised(feat: torch.Tensor) -> torch.Tensor:
     """``feat`` (frames, bins) minus its mean over time: the CAM++ input normalisation (3D-Speaker's)."""
     return feat - feat.mean(dim=0, keepdim=True)
+
+
+def embed_pieces(audio: np.ndarray, pieces: list[tuple[int, int]], *, embedder: "CamPlusPlusEmbedding",
+                 min_samples: int) -> np.ndarray:
+    """Unit CAM++ embeddings of pieces of ``audio``: the one way a piece of speech becomes a
+    speaker vector (voiceprints, channel voices, refinement).
+
+    Parameters
+    ----------
+    audio : np.ndarray
+        Mono 16 kHz samples.
+    pieces : list of (int, int)
+        Sample ranges ``[start, end)``.
+    embedder : CamPlusPlusEmbedding
+        Loaded CAM++ (:func:`load_embedding_model`).
+    min_samples : int
+        Pieces with fewer samples get a NaN row.
+
+    Returns
+    -------
+    np.ndarray
+        ``(len(pieces), D)`` float32, unit rows (:func:`tasks.speakers.vectors.unit`).
+    """
+    feats: list[torch.Tensor | None] = []
+    for a, b in pieces:
+        wave = torch.from_numpy(np.ascontiguousarray(audio[a:b], dtype=np.float32))
+        feats.append(mean_normalised(fbank(wave)) if wave.shape[0] >= min_samples else None)
+    if not feats:
+        return np.zeros((0, int(getattr(embedder, "dimension", 192))), dtype=np.float32)
+    return unit(embedder.embed_features(feats))
 
 
 def valid_fbank_frames(mask: torch.Tensor, num_samples: int) -> torch.Tensor:

@@ -37,7 +37,7 @@ import numpy as np
 
 from tasks.core.timebase import SAMPLE_RATE, compute_num_samples
 from tasks.core.storage import atomic_write_json, atomic_write_npy, sha256_file
-from tasks.speakers.vectors import unit
+from tasks.speakers.vectors import unit, unit_centroids
 
 if TYPE_CHECKING:
     from pyannote.core import Annotation
@@ -94,7 +94,7 @@ def embed_speech(
     seconds : float
         Speech used.
     """
-    import torch
+    from tasks.speakers.campplus import embed_pieces
 
     audio = np.asarray(audio, dtype=np.float32).reshape(-1)
     windows: list[tuple[int, int]] = []
@@ -112,14 +112,13 @@ def embed_speech(
         windows = [windows[i] for i in np.linspace(0, len(windows) - 1, MAX_WINDOWS).round().astype(int)]
     if not windows:
         return None, 0.0
-    feats = [embedder.features(torch.from_numpy(audio[a:b].copy())[None, None])[0] for a, b in windows]
-    emb = embedder.embed_features(feats)
+    emb = embed_pieces(audio, windows, embedder=embedder, min_samples=compute_num_samples(MIN_PIECE_S))
     weights = np.array([b - a for a, b in windows], dtype=np.float64)
     ok = np.isfinite(emb).all(axis=1)
     if not ok.any():
         return None, 0.0
-    mean = (unit(emb[ok]) * weights[ok, None]).sum(axis=0)
-    return unit(mean).astype(np.float32), float(weights[ok].sum() / SAMPLE_RATE)
+    mean = unit_centroids(emb, owner=np.zeros(len(windows)), count=1, weights=weights)[0]
+    return mean.astype(np.float32), float(weights[ok].sum() / SAMPLE_RATE)
 
 
 def speaker_centroids(
