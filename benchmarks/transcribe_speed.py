@@ -8,9 +8,11 @@ nothing. On the same clips (3-10 s cut from LibriSpeech) it times
 * funasr's ``AutoModel.generate`` loop (one clip per call, ``output_timestamp=True``),
 * ``transcribe_clips`` one clip per forward and in padded batches (its default is the former on
   a single-threaded CPU, the latter otherwise),
+* the transcribe stage's default (one torch thread per pass, as many passes at once as cores:
+  ``transcribe.threads``/``transcribe.workers``),
 * the emotion engine (``EmotionModel.analyse``, its CPU default),
 
-alternating the four on chunks of clips (the machine may be shared), checks that the
+alternating the five on chunks of clips (the machine may be shared), checks that the
 transcripts are identical to funasr's, and prints seconds per second of speech, the ratio
 transcription / emotion (target <= 0.60) and peak RSS.
 
@@ -138,10 +140,23 @@ def run(args: argparse.Namespace, work: Path) -> int:
         for i, t in zip(idx, transcribe_clips(sv, [clips[i] for i in idx], batch_seconds=args.batch_seconds)):
             batched[i] = t
 
+    from tasks.core.config import TranscribeConfig
+    from tasks.models.devices import cpu_workers, torch_threads
+
+    stage_cfg = TranscribeConfig()  # the stage's defaults: threads 1 per pass, workers from the cores
+    workers = cpu_workers(stage_cfg.workers, threads=stage_cfg.threads, device="cpu")
+    parallel: list = [None] * len(clips)
+
+    def run_stage_default(idx: list[int]) -> None:
+        with torch_threads(stage_cfg.threads):
+            for i, t in zip(idx, transcribe_clips(sv, [clips[i] for i in idx], workers=workers)):
+                parallel[i] = t
+
     def run_emotion(idx: list[int]) -> None:
         em.analyse([clips[i] for i in idx])
 
-    sides = [("funasr", run_funasr), ("ours", run_ours), ("ours_batched", run_batched), ("emotion", run_emotion)]
+    sides = [("funasr", run_funasr), ("ours", run_ours), ("ours_batched", run_batched),
+             ("stage", run_stage_default), ("emotion", run_emotion)]
     wall = {name: 0.0 for name, _ in sides}
     cpu = {name: 0.0 for name, _ in sides}
     chunks = [list(range(i, min(i + args.chunk, len(clips)))) for i in range(0, len(clips), args.chunk)]
@@ -156,6 +171,7 @@ def run(args: argparse.Namespace, work: Path) -> int:
 
     labels = {"funasr": "funasr AutoModel.generate loop", "ours": "transcribe_clips, batch_seconds=0",
               "ours_batched": f"transcribe_clips, batch_seconds={args.batch_seconds:g}",
+              "stage": f"transcribe stage default: {stage_cfg.threads} thread x {workers} workers",
               "emotion": "emotion engine analyse (CPU default)"}
     print(f"{'side':<44} {'wall s':>8} {'CPU s':>8} {'wall s/s':>9} {'CPU s/s':>8}")
     for name, _ in sides:
@@ -168,14 +184,19 @@ def run(args: argparse.Namespace, work: Path) -> int:
     print(f"speed-up over funasr's loop: {wall['funasr'] / wall[default]:.2f}x wall, "
           f"{cpu['funasr'] / cpu[default]:.2f}x CPU; batched / one-per-forward: "
           f"{wall['ours_batched'] / wall['ours']:.2f} wall, {cpu['ours_batched'] / cpu['ours']:.2f} CPU")
+    print(f"ratio transcribe stage default ({stage_cfg.threads} torch thread x {workers} passes at once) / emotion "
+          f"({threads} threads): {wall['stage'] / wall['emotion']:.2f} wall, {cpu['stage'] / cpu['emotion']:.2f} CPU "
+          "(target <= 0.60)")
     same = sum(a == b for a, b in zip(ours, ref))
     same_b = sum(a == b for a, b in zip(ours, batched))
+    same_p = sum(a == b for a, b in zip(ours, parallel))
     n_words = sum(len(t.words) for t in ours)
     print(f"identical to funasr (raw text, words, word times): {same}/{len(clips)} clips; "
-          f"batched identical: {same_b}/{len(clips)}; {n_words} words in all")
+          f"batched identical: {same_b}/{len(clips)}; stage default identical: {same_p}/{len(clips)}; "
+          f"{n_words} words in all")
     print(f"peak RSS: SenseVoice alone {rss_sv:.0f} MB; + emotion engine {rss_em:.0f} MB; "
           f"+ funasr AutoModel, whole run {rss:.0f} MB")
-    return 0 if same == len(clips) == same_b else 1
+    return 0 if same == len(clips) == same_b == same_p else 1
 
 
 if __name__ == "__main__":

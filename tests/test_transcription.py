@@ -183,6 +183,27 @@ def test_batched_equals_one_clip_per_forward(sv, clips, language, itn, monkeypat
     assert batched == single
 
 
+def test_parallel_forwards_equal_one_at_a_time(sv, clips, monkeypatch):
+    """Passes run in several threads (one torch thread each) give the transcripts of one pass
+    at a time, in input order, with progress to the end; the CTC output layer still runs once
+    per pass."""
+    from tasks.models.devices import cpu_workers, torch_threads
+
+    with torch_threads(1):
+        single = transcribe_clips(sv, clips, batch_seconds=0)
+        calls = []
+        compute = type(sv.model.ctc).log_softmax
+        monkeypatch.setattr(type(sv.model.ctc), "log_softmax", lambda self, x: calls.append(1) or compute(self, x))
+        seen = []
+        parallel = transcribe_clips(sv, clips, batch_seconds=0, workers=3, progress=lambda d, t: seen.append((d, t)))
+    assert parallel == single
+    assert len(calls) == len(clips)  # once per pass, not once per pass and per clip
+    assert seen[0][0] == 0.0 and seen[-1][0] == pytest.approx(seen[-1][1]) and len(seen) == len(clips) + 1
+    assert "log_softmax" not in vars(sv.model.ctc)
+    assert cpu_workers(3, threads=1, device="cpu") == 3 and cpu_workers(0, threads=1, device="cuda") == 1
+    assert 1 <= cpu_workers(0, threads=1, device="cpu") <= 4 and cpu_workers(0, threads=64, device="cpu") == 1
+
+
 # ---------------------------------------------------------------------------------------
 # (c) rich tags
 # ---------------------------------------------------------------------------------------

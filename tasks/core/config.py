@@ -246,6 +246,7 @@ class TranscribeConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     batch_seconds: float | None = Field(None, gt=0)
     threads: int = Field(1, ge=0)
+    workers: int = Field(0, ge=0)
 
 
 class ScreenConfig(_Section):

@@ -45,3 +45,29 @@ def torch_threads(n: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+MAX_CPU_WORKERS = 4
+"""Most forward passes one stage runs at once on CPU."""
+
+
+def cpu_workers(requested: int, *, threads: int, device: str) -> int:
+    """How many forward passes run at once: ``requested`` when > 0; otherwise, on CPU, the
+    cores this process may use divided by each pass's torch ``threads`` (at most
+    :data:`MAX_CPU_WORKERS`), and 1 on a GPU.
+
+    Small models (SenseVoiceSmall: 512-d matrices) use one core far better than two: their
+    matrix products are too small to split, so each extra core does better running its own
+    pass.
+    """
+    import os
+
+    if requested > 0:
+        return int(requested)
+    if not str(device).startswith("cpu"):
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(MAX_CPU_WORKERS, cores // max(1, int(threads))))

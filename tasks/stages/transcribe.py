@@ -28,7 +28,7 @@ def compute(ctx: StageContext) -> dict[str, Any]:
     if not config.enabled:
         layout.write_transcripts(ctx.out, [None] * len(segments))
         return {"enabled": False, "segments": 0}
-    from tasks.models.devices import torch_threads
+    from tasks.models.devices import cpu_workers, torch_threads
     from tasks.transcription.sensevoice import MIN_SAMPLES, get_sensevoice, transcribe_clips
 
     heard = layout.HeardAudio(audio=ctx["audio"], channels=ctx["channels"])
@@ -37,9 +37,12 @@ def compute(ctx: StageContext) -> dict[str, Any]:
     model = get_sensevoice(config)
     progress = ctx.progress()
     order = sorted(clips)
-    with torch_threads(config.threads if str(model.device) == "cpu" else 0):
+    on_cpu = str(model.device) == "cpu"
+    threads = config.threads if on_cpu else 0
+    workers = cpu_workers(config.workers, threads=threads or _torch_threads(), device=str(model.device))
+    with torch_threads(threads):
         results = transcribe_clips(model, [clips[i] for i in order], language=config.language, itn=config.itn,
-                                   batch_seconds=config.batch_seconds, progress=progress)
+                                   batch_seconds=config.batch_seconds, workers=workers, progress=progress)
     records: list[dict[str, Any] | None] = [None] * len(segments)
     for i, t in zip(order, results):
         start = segments[i].start
@@ -53,6 +56,12 @@ def compute(ctx: StageContext) -> dict[str, Any]:
             "events": sorted({e for r in done for e in r["events"]}),
             "seconds_of_audio": round(sum(segments[i].duration for i in order), 3),
             "is_test_model": model.is_test_model}
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 STAGE = Stage(name="transcribe", compute=compute, reads=reads, sections=("transcribe",), models=("transcribe",),

@@ -39,6 +39,7 @@ import json
 import logging
 import re
 import threading
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
@@ -589,18 +590,19 @@ def reused_ctc_log_softmax(model):
     decode and again for every clip's timestamps: the 25055-way output layer, ~15 % of the
     model's time, runs 1 + batch-size times on the same tensor. This returns a copy of the
     first result for the same (unchanged) tensor instead: the same numbers, computed once.
-    funasr modifies the timestamp copy in place, hence a copy each time.
+    funasr modifies the timestamp copy in place, hence a copy each time. The remembered
+    result is per thread, so forwards may run in several threads inside one block.
     """
     ctc = model.ctc
     compute = ctc.log_softmax
     shadowed = vars(ctc).get("log_softmax")  # an instance attribute already there (a test's patch)
-    cache: dict[str, Any] = {}
+    local = threading.local()
 
     def log_softmax(hs_pad):
         key = (id(hs_pad), hs_pad._version)
-        if cache.get("key") != key or cache.get("input") is not hs_pad:
-            cache.update(key=key, input=hs_pad, output=compute(hs_pad))
-        return cache["output"].clone()
+        if getattr(local, "key", None) != key or getattr(local, "input", None) is not hs_pad:
+            local.key, local.input, local.output = key, hs_pad, compute(hs_pad)
+        return local.output.clone()
 
     ctc.log_softmax = log_softmax
     try:
@@ -610,18 +612,19 @@ def reused_ctc_log_softmax(model):
             del ctc.log_softmax  # the class method shows through again
         else:
             ctc.log_softmax = shadowed
-        cache.clear()
+        local.__dict__.clear()
 
 
 def _infer(sv: SenseVoiceModel, feats: list, *, language: str, itn: bool) -> list[dict[str, Any]]:
-    """funasr's ``SenseVoiceSmall.inference`` on precomputed features (one padded batch)."""
+    """funasr's ``SenseVoiceSmall.inference`` on precomputed features (one padded batch); inside
+    :func:`reused_ctc_log_softmax`."""
     import torch
     from torch.nn.utils.rnn import pad_sequence
 
     speech = pad_sequence([f[0][0] for f in feats], batch_first=True, padding_value=0.0)
     lengths = torch.cat([f[1] for f in feats]).to(torch.int32)
     keys = [f"clip{i}" for i in range(len(feats))]
-    with torch.no_grad(), reused_ctc_log_softmax(sv.model):
+    with torch.no_grad():
         results, _ = sv.model.inference(
             data_in=speech, data_lengths=lengths, key=keys, tokenizer=sv.tokenizer, frontend=sv.frontend,
             data_type="fbank", device=sv.device, language=language, use_itn=itn, output_timestamp=True,
@@ -638,6 +641,7 @@ def transcribe_clips(
     itn: bool = True,
     batch_seconds: float | None = None,
     seed: int | None = 0,
+    workers: int = 1,
     progress: Callable[[float, float], None] | None = None,
 ) -> list[ClipTranscript]:
     """Transcribe 16 kHz mono clips with SenseVoice, exactly as funasr's ``generate`` does.
@@ -659,6 +663,10 @@ def transcribe_clips(
     seed : int or None
         Seed of the frontend's dither noise, reset for every clip (see the module docstring);
         ``None`` draws it from torch's global generator as funasr does.
+    workers : int
+        Forward passes run at once, each in its own thread (:func:`tasks.models.devices.cpu_workers`). With one
+        torch thread each, the kernels and so the results are those of one pass at a time
+        (tested); the features and their dither noise are still made one clip after the other.
     progress : callable, optional
         ``progress(seconds_done, seconds_total)`` of audio, after each forward pass.
 
@@ -681,14 +689,24 @@ def transcribe_clips(
     total_s, done_s = sum(a.size for a in audio) / SAMPLE_RATE, 0.0
     if progress is not None:
         progress(0.0, total_s)
-    with model.lock:
+    with model.lock, reused_ctc_log_softmax(model.model):
         feats = [clip_features(model, a, seed=seed) for a in audio]  # input order: the noise too
         budget = default_batch_seconds(model.device) if batch_seconds is None else batch_seconds
-        for idx in batches([a.size for a in audio], batch_seconds=budget):
-            results = _infer(model, [feats[i] for i in idx], language=language, itn=itn)
-            for i, result in zip(idx, results):
-                out[i] = transcript_from_result(result)
-            if progress is not None:
-                done_s += sum(audio[i].size for i in idx) / SAMPLE_RATE
-                progress(done_s, total_s)
+        groups = batches([a.size for a in audio], batch_seconds=budget)
+
+        def forward(idx: list[int]) -> tuple[list[int], list[dict[str, Any]]]:
+            return idx, _infer(model, [feats[i] for i in idx], language=language, itn=itn)
+
+        with contextlib.ExitStack() as stack:
+            if workers > 1 and len(groups) > 1:
+                pool = stack.enter_context(ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sensevoice"))
+                done = (f.result() for f in as_completed([pool.submit(forward, idx) for idx in groups]))
+            else:
+                done = map(forward, groups)
+            for idx, results in done:
+                for i, result in zip(idx, results):
+                    out[i] = transcript_from_result(result)
+                if progress is not None:
+                    done_s += sum(audio[i].size for i in idx) / SAMPLE_RATE
+                    progress(done_s, total_s)
     return out  # type: ignore[return-value]
