@@ -8,8 +8,10 @@ the same file; ``<sha256>.done`` records the run directory that holds its result
 A file is taken only once it is complete (:func:`settled`): unchanged (size and mtime) for
 ``settle_s`` seconds (default :data:`SETTLE_S`, or ``$EMOFLOW_INBOX_SETTLE_S``), unchanged while it
 is hashed, and decodable to its end with the duration its header declares (a stalled copy of a
-WAV, FLAC or MP4 is caught there; a raw stream without a declared duration, e.g. a headerless
-MP3 copied with long pauses, can only be caught by the settle time). A file that changed while
+WAV, FLAC or MP4 is caught there) and, for raw streams that declare no duration (MP3 without a
+Xing header, ADTS AAC, Ogg), with its last frame whole and an Ogg stream's end-of-stream page
+present (:func:`tasks.audio.framing.stream_cut`). Only an MP3 or ADTS copy stalled exactly on a
+frame boundary is left to the settle time. A file that changed while
 its run processed it is not marked done: its complete content is a new hash, processed next time.
 """
 
@@ -68,6 +70,11 @@ def decodes_completely(path: Path, *, timeout: float = 600.0) -> str | None:
     decoded = len(dec.stdout) / 2 / 1000.0
     if decoded <= 0:
         return "no audio decoded"
+    from tasks.audio.framing import stream_cut
+
+    cut = stream_cut(path)  # MP3, ADTS AAC, Ogg: no declared duration, but their last frame tells
+    if cut is not None:
+        return f"{cut} (still being written?)"
     declared = []
     try:
         facts = json.loads(probe.stdout or "{}")

@@ -115,3 +115,32 @@ def test_settle_time_from_the_environment(monkeypatch) -> None:
     assert settle_seconds() == 2.5 and settle_seconds(0.1) == 0.1
     monkeypatch.setenv("EMOFLOW_INBOX_SETTLE_S", "soon")
     assert settle_seconds() == 10.0
+
+
+def test_a_stalled_copy_of_a_raw_stream_is_not_taken(tmp_path: Path) -> None:
+    """MP3 without a Xing header, ADTS AAC and Ogg declare no duration: a copy stalled half-way
+    decodes cleanly to less, and only its framing tells (the last frame or page is cut, or an
+    Ogg stream has no end-of-stream page)."""
+    import subprocess
+
+    src = tmp_path / "src.wav"
+    src.write_bytes(_wav_bytes(4.0))
+    for name, args in (("a.mp3", ["-c:a", "libmp3lame", "-write_xing", "0"]), ("a.aac", ["-c:a", "aac"]),
+                       ("a.ogg", ["-c:a", "libvorbis"]), ("a.opus", ["-c:a", "libopus"])):
+        full = tmp_path / f"full-{name}"
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(src), *args, str(full)], check=True)
+        data = full.read_bytes()
+        path = tmp_path / name
+        cuts = [len(data) // 2 + 1]
+        if name.endswith((".ogg", ".opus")):
+            cuts.append(data.rindex(b"OggS"))  # exactly between two pages: no end-of-stream page
+        past = time.time() - 60
+        for cut in cuts:
+            path.write_bytes(data[:cut])
+            os.utime(path, (past, past))
+            assert decodes_completely(path) is not None, (name, cut)
+            assert complete_files([path], settle_s=0.4, logger=LOG) == {}
+        path.write_bytes(data)
+        os.utime(path, (past, past))
+        assert decodes_completely(path) is None, name
+        assert list(complete_files([path], settle_s=0.4, logger=LOG)) == [sha256_file(path)]

@@ -493,6 +493,15 @@ def _decode(
         if cfg.on_truncated == "error":
             raise CorruptAudioError(p, f"truncated: {detail}")
         warnings.append(f"truncated: {detail}")
+    if not truncated and proc.returncode == 0:
+        from tasks.audio.framing import stream_cut
+
+        cut = stream_cut(p)  # MP3, ADTS and Ogg declare no duration: their framing tells a cut end
+        if cut is not None:
+            truncated = True
+            if cfg.on_truncated == "error":
+                raise CorruptAudioError(p, f"truncated: {cut}")
+            warnings.append(f"truncated: {cut}")
     if proc.returncode != 0:
         if cfg.on_truncated == "error":
             raise CorruptAudioError(p, decode_error or f"decoder exited with {proc.returncode}")
