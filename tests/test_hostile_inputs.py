@@ -182,6 +182,27 @@ def test_non_finite_samples_are_zeroed_and_counted(tmp_path: Path, sr: int, chan
         assert any(w.startswith("silent") for w in info.warnings)
 
 
+@pytest.mark.parametrize(("subtype", "amplitude"), [("FLOAT", 1.5), ("FLOAT", 32767.0), ("DOUBLE", 1e30),
+                                                   ("FLOAT", 1.0), ("PCM_16", 1.0)])
+def test_samples_beyond_full_scale_are_clipped_with_a_warning(tmp_path: Path, subtype: str, amplitude: float) -> None:
+    """A float file at the wrong scale (int16 values stored as float, a gain bug) is clipped to
+    a square wave: never silently. Full scale itself (float or integer PCM) is no warning."""
+    from tasks.audio.decode import load_audio, load_channels
+
+    x = _tone(2.0) / 0.2 * amplitude
+    path = tmp_path / "loud.wav"
+    sf.write(path, x, SR, subtype=subtype)
+    for loader in (load_audio, load_channels):
+        audio, info = loader(path)
+        assert np.abs(audio).max() <= 1.0 and np.isfinite(audio).all()
+        notes = [w for w in info.warnings if "beyond full scale" in w]
+        if amplitude > 1.0:
+            assert len(notes) == 1 and "clipped" in notes[0] and f"peak {amplitude:.4g}" in notes[0], info.warnings
+            assert int(notes[0].split()[0]) > len(x) // 4
+        else:
+            assert not notes, info.warnings
+
+
 def test_the_load_stage_reports_and_logs_non_finite_samples(tmp_path: Path, caplog) -> None:
     from tasks.pipeline.runner import run_stage
 

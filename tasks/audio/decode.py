@@ -426,6 +426,7 @@ def _decode(
     leftover = b""
     too_long = False
     non_finite = 0
+    over, over_peak = 0, 0.0  # float samples beyond full scale (integer PCM never is)
     assert proc.stdout is not None and proc.stderr is not None
     try:
         while True:
@@ -440,6 +441,11 @@ def _decode(
             if bad.any():  # NaN/inf (float WAVs can hold them) would spread through the resampler
                 non_finite += int(bad.sum())
                 frames = np.where(bad, np.float32(0), frames)
+            magnitude = np.abs(frames)
+            beyond = magnitude > 1.0
+            if beyond.any():  # clipped below: say so (a float file at the wrong scale is not speech)
+                over += int(beyond.sum())
+                over_peak = max(over_peak, float(magnitude.max()))
             n_in += frames.shape[0]
             if n_in > max_in_samples:
                 too_long = True
@@ -486,6 +492,9 @@ def _decode(
     warnings: list[str] = []
     if non_finite:
         warnings.append(f"{non_finite} non-finite sample(s) (NaN or infinity) replaced by silence")
+    if over:
+        warnings.append(f"{over} sample(s) beyond full scale (peak {over_peak:.4g}, {_dbfs(over_peak):+.1f} dBFS) "
+                        "clipped to -1..1")
     truncated = False
     if header_duration is not None and header_duration - duration > max(0.1, 0.02 * header_duration):
         truncated = True
