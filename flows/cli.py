@@ -35,7 +35,9 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> None:
-    typer.echo(f"emoflow: error: {message}", err=True)
+    from tasks.core.records import one_line
+
+    typer.echo(f"emoflow: error: {one_line(message)}", err=True)  # one line, whatever a name in it holds
     raise typer.Exit(code)
 
 
@@ -387,7 +389,9 @@ def main() -> None:
             sys.exit(EXIT_USAGE)
         log = _log_internal_error(exc)
         where = f"details in {log}" if log else "run with EMOFLOW_DEBUG=1 for details"
-        typer.echo(f"emoflow: error: internal error: {type(exc).__name__}: {first_line(exc, limit=300)} ({where}; "
+        from tasks.core.records import one_line
+
+        typer.echo(f"emoflow: error: internal error: {type(exc).__name__}: {one_line(first_line(exc, limit=300))} ({where}; "
                    "please report it)", err=True)
         sys.exit(EXIT_INTERNAL)
 

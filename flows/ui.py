@@ -32,7 +32,7 @@ import numpy as np
 
 from tasks.core.config import Config, load_config
 from tasks.output.plots import EMOTION_COLOURS, EMOTION_EMOJI, frame_curves_figure, scores_bar_figure
-from tasks.core.records import EMOTIONS, make_recording_id, printable, top_emotion
+from tasks.core.records import EMOTIONS, make_recording_id, one_line, printable, top_emotion
 from tasks.core.storage import atomic_write_json, atomic_write_npy
 
 log = logging.getLogger(__name__)
@@ -83,10 +83,11 @@ def rejected_upload_message(payload: str | None) -> str | None:
 
 
 def shown_name(path: str | Path) -> str:
-    """A file's name as the page shows it: a name that is not valid UTF-8 (a file put in place
-    on the server, or the example) has its undecodable bytes as ``\\xNN``, so every message and
-    file the page gets is valid UTF-8."""
-    return printable(Path(path).name)
+    """A file's name as the page shows it (:func:`tasks.core.records.one_line`): a name that is
+    not valid UTF-8 (a file put in place on the server, or the example) has its undecodable bytes
+    as ``\\xNN``, control and invisible characters escaped, so every message and file the page
+    gets is valid UTF-8 and one line."""
+    return one_line(Path(path).name)
 
 
 def check_upload(path: str | Path | None) -> Path:
@@ -363,7 +364,7 @@ def build_ui(config: Config | str | Path | None = None, *, model: Any = None):
         except UIInputError as exc:
             return (_message(str(exc)), "", *empty)
         except AudioError as exc:
-            shown = printable(exc.path)  # the message names the file as printable() shows it
+            shown = one_line(exc.path)  # the message names the file as one_line() shows it
             return (_message(str(exc).replace(shown, shown_name(exc.path))), "", *empty)
         except Exception as exc:  # noqa: BLE001 - the page shows one line, the log has the traceback
             log.exception("analysis failed")

@@ -53,6 +53,73 @@ def test_ids_never_hold_control_format_or_separator_characters(name: str) -> Non
         assert not rid.startswith(FORMULA_PREFIXES)
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=16))
+def test_one_line_never_splits_or_restyles_a_line(text: str) -> None:
+    from tasks.core.records import one_line
+
+    shown = one_line(text)
+    assert len(shown.splitlines()) <= 1
+    shown.encode("utf-8")  # never a lone surrogate
+    assert all(ch.isprintable() or ch == " " for ch in shown)
+    assert one_line(shown) == shown
+    if all((ch.isprintable() or ch == " ") and not 0xD800 <= ord(ch) < 0xE000 for ch in text):
+        assert shown == text
+
+
+@pytest.mark.parametrize("name", [n for n in CONTROL_NAMES if "\x00" not in n] + ["esc\x1b[2Jclear", "del\x7fx"])
+def test_an_error_naming_a_hostile_file_is_one_whole_line(tmp_path: Path, name: str) -> None:
+    """A corrupt file whose name holds a line break, an escape sequence or a bidi control: the
+    message, the failures row and the run's summary keep the cause on one line (a name cut at
+    its line break used to leave only the folder as the cause)."""
+    from flows.pipeline import _failure_row
+    from tasks.audio.decode import AudioError, load_audio
+    from tasks.run.finalize import RunSummary
+    from tasks.run.inputs import input_failure
+
+    raw = os.fsencode(tmp_path) + b"/" + os.fsencode(name) + b".wav"
+    try:
+        with open(raw, "wb") as fh:
+            fh.write(b"RIFF\x00\x00\x00\x00WAVEjunk" * 40)
+    except OSError:
+        pytest.skip("the file system refuses this name")
+    path = os.fsdecode(raw)
+    with pytest.raises(AudioError) as err:
+        load_audio(path)
+    message = str(err.value)
+    assert len(message.splitlines()) == 1 and "truncated or corrupt audio" in message, repr(message)
+    assert all(ch.isprintable() or ch == " " for ch in message), repr(message)
+    job = _jobs(tmp_path / "out", [Path(path)])[0]
+    row = _failure_row(job, "load", err.value)
+    assert row["input"] == job.source_path  # the table keeps the name itself (quoted CSV)
+    assert len(row["message"].splitlines()) == 1 and "truncated or corrupt audio" in row["message"]
+    assert row["message"].count(": truncated") == 1  # named once
+    gone = input_failure(path + ".gone", "no such file")
+    assert len(gone["message"].splitlines()) == 1 and gone["message"].endswith(": no such file")
+    summary = RunSummary(out_dir=tmp_path / "out", recordings=0, failed=[row, gone], segments=0, drilled=0)
+    assert len(summary.describe().splitlines()) == 3
+
+
+def test_expected_task_failures_are_logged_without_a_traceback() -> None:
+    """Prefect logs a failed task run with its traceback: for bad input the one line is all."""
+    import sys
+
+    from flows.pipeline import _NoTracebackForExpectedFailures
+    from tasks.audio.decode import CorruptAudioError
+
+    records = []
+    for exc in (CorruptAudioError("a\nb.wav", "truncated"), ZeroDivisionError("a bug")):
+        try:
+            raise exc
+        except Exception:
+            records.append(logging.LogRecord("prefect.task_runs", logging.ERROR, __file__, 1,
+                                             f"Task run failed with exception: {exc!r}", None, sys.exc_info()))
+    flt = _NoTracebackForExpectedFailures()
+    assert all(flt.filter(r) for r in records)
+    assert records[0].exc_info is None and records[1].exc_info is not None  # a bug keeps its traceback
+    assert any(isinstance(f, _NoTracebackForExpectedFailures) for f in logging.getLogger("prefect.task_runs").filters)
+
+
 # --------------------------------------------------------------------------- 1 + 5. the CSV tables
 
 HOSTILE_SOURCES = ["in/a\rb.wav", "in/x\ny.wav", "in/tab\tname.wav", "=HYPERLINK(\"http://evil\",\"x\").wav",

@@ -25,7 +25,7 @@ import numpy as np
 import soxr
 
 from tasks.core.config import AudioConfig
-from tasks.core.records import printable
+from tasks.core.records import one_line, printable
 from tasks.core.timebase import SAMPLE_RATE
 
 class AudioError(Exception):
@@ -36,7 +36,7 @@ class AudioError(Exception):
     def __init__(self, path: str | os.PathLike[str], detail: str = "") -> None:
         self.path = os.fsdecode(path)
         self.detail = detail
-        msg = f"{printable(self.path)}: {self.cause}"  # a non-UTF-8 name: bytes shown as \xNN
+        msg = f"{one_line(self.path)}: {self.cause}"  # one line whatever the name holds (\n, \xNN ...)
         if detail:
             msg += f" ({detail})"
         super().__init__(msg)
@@ -127,13 +127,16 @@ def _require_ffmpeg(path: str) -> None:
 def _first_error_line(stderr: str, url: str = "") -> str:
     """ffmpeg's first message line without its ``[component]`` tag and without the file's
     own URL (the error already names the file), printable whatever bytes the name holds."""
+    if url:  # a name holding a line break must not split the message
+        stderr = stderr.replace(url, one_line(url))
+        url = one_line(url)
     for line in stderr.splitlines():
         line = line.strip()
         if line:
             line = line.split("] ", 1)[-1]
             if url and line.startswith(url + ": "):
                 line = line[len(url) + 2:]
-            return printable(line)[:200]
+            return one_line(line)[:200]
     return ""
 
 

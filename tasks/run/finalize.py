@@ -15,6 +15,7 @@ from typing import Any
 
 from tasks.core.config import Config
 from tasks.core.errors import first_line
+from tasks.core.records import one_line
 from tasks.core.storage import atomic_write_json
 from tasks.pipeline.job import RecordingJob
 
@@ -50,7 +51,7 @@ class RunSummary:
         lines = [f"emoflow: {self.recordings} recording(s) processed, {len(self.failed)} failed, "
                  f"{self.segments} segment(s), {self.drilled} drilled; results in {self.out_dir}"]
         for f in self.failed:
-            lines.append(f"  failed: {f['message']} [{f['stage']}]")
+            lines.append(f"  failed: {one_line(f['message'])} [{f['stage']}]")  # a line each, whatever a name holds
         return "\n".join(lines)
 
 
