@@ -449,11 +449,22 @@ def test_channel_names_with_spaces_are_accepted_and_survive_rttm(names: list[str
 @pytest.mark.parametrize(("names", "why"), [('["a\\nb", "c"]', "control character"), ('["a\\tb", "c"]', "control"),
                                             ('["a\\u2028b", "c"]', "line break"), ('[" a", "b"]', "space"),
                                             ('["a+b", "c"]', "'+'"), ('["x", "x"]', "repeats"), ('[]', "at least"),
-                                            ('["", "b"]', "empty")])
+                                            ('["", "b"]', "empty"), ('["Agent", "agent"]', "repeats"),
+                                            ('["Stra\u00dfe", "STRASSE"]', "differ only in case"),
+                                            ('["Jos\u00e9", "JOSE\u0301"]', "repeats"),
+                                            ('["SPEAKER_01", "b"]', "own label"), ('["a", "G00"]', "own label"),
+                                            ('["CH1", "CH0"]', "own label"), ('["a\u200bb", "c"]', "control"),
+                                            ('["a\u202eb", "c"]', "control"), ('["a\\x1b[2Jb", "c"]', "control")])
 def test_bad_channel_names_are_refused_in_one_line(names: str, why: str) -> None:
     with pytest.raises(ConfigError) as err:
         load_config(None, [f"diarization.channel_names={names}"])
     assert why in str(err.value) and "\n" not in str(err.value)
+
+
+def test_channel_names_that_are_fine() -> None:
+    for names in (["CH0", "CH1"], ["call agent", "customer"], ["a\u00a0b", "c"], ["\u5ba2\u670d", "\u5ba2\u6237"],
+                  ["=agent", "@customer"]):
+        assert load_config(None, [f"diarization.channel_names={json.dumps(names)}"]).diarization.channel_names == names
 
 
 def test_a_stereo_call_with_spaced_channel_names_runs_end_to_end(librispeech_voices, tiny_model_dir: Path,
