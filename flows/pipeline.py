@@ -54,7 +54,9 @@ def _expected(exc: BaseException) -> bool:
     from tasks.audio.decode import AudioError
     from tasks.models.hub import ModelUnavailableError
 
-    return no_space(exc) or isinstance(exc, (AudioError, ModelUnavailableError))
+    from tasks.core.storage import NotOwnedError
+
+    return no_space(exc) or isinstance(exc, (AudioError, ModelUnavailableError, NotOwnedError))
 
 
 class _NoTracebackForExpectedFailures(logging.Filter):
