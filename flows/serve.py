@@ -10,8 +10,9 @@ A file is taken only once it is complete (:func:`settled`): unchanged (size and 
 is hashed, and decodable to its end with the duration its header declares (a stalled copy of a
 WAV, FLAC or MP4 is caught there) and, for raw streams that declare no duration (MP3 without a
 Xing header, ADTS AAC, Ogg), with its last frame whole and an Ogg stream's end-of-stream page
-present (:func:`tasks.audio.framing.stream_cut`). Only an MP3 or ADTS copy stalled exactly on a
-frame boundary is left to the settle time. A file that changed while
+present (:func:`tasks.audio.framing.stream_cut`). Only a copy stalled exactly on a frame or
+sample boundary of a stream that declares no size (MP3, ADTS, a WAV or CAF written to a pipe)
+is left to the settle time. A file that changed while
 its run processed it is not marked done: its complete content is a new hash, processed next time.
 """
 
@@ -54,14 +55,17 @@ def _signature(path: Path) -> tuple[int, int, int] | None:
 
 
 def decodes_completely(path: Path, *, timeout: float = 600.0) -> str | None:
-    """None when ``path`` decodes to its end without error and to the duration its container
-    declares (within 0.5 s or 1 %); else why not (one line). A cheap full decode: ffmpeg at
-    1 kHz mono 16-bit, counted, not kept."""
+    """None when ``path`` decodes to its end without an error message and to the duration its
+    container declares (within 0.5 s or 1 %; for WAV, W64 and CAF the size their header gives,
+    :func:`tasks.audio.decode.declared_duration`), and a raw stream's last frame is whole; else
+    why not (one line). A cheap full decode: ffmpeg at 1 kHz mono 16-bit, counted, not kept.
+    (Not ``-xerror``: it calls the last packet of a complete streamed WAV or CAF, whose header
+    gives no size, corrupt.)"""
     try:
         probe = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration:stream=duration",
                                 "-select_streams", "a:0", "-of", "json", str(path)],
                                capture_output=True, text=True, timeout=timeout)
-        dec = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-xerror", "-i", str(path), "-map", "0:a:0",
+        dec = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-map", "0:a:0",
                               "-ac", "1", "-ar", "1000", "-f", "s16le", "-"], capture_output=True, timeout=timeout)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"not decodable ({type(exc).__name__})"
@@ -83,6 +87,11 @@ def decodes_completely(path: Path, *, timeout: float = 600.0) -> str | None:
                 declared.append(float(d))
     except (ValueError, AttributeError, TypeError):
         pass
+    from tasks.audio.decode import declared_duration
+
+    header = declared_duration(path)  # WAV, W64, CAF: ffprobe clamps their duration to the bytes present
+    if header is not None and header - decoded > 0.02:  # an exact size: any shortfall is missing audio
+        return f"declares {header:.1f} s but decodes to {decoded:.2f} s (still being written?)"
     for d in declared:
         if abs(d - decoded) > max(0.5, 0.01 * d):
             return f"declares {d:.1f} s but decodes to {decoded:.1f} s (still being written?)"

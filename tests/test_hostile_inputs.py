@@ -357,6 +357,33 @@ def test_stream_cut_finds_every_cut_end_but_a_frame_boundary(tmp_path: Path) -> 
     assert stream_cut(src) is None  # other containers: not this check's question
 
 
+@pytest.mark.parametrize(("fmt", "args"), [("flac", []), ("webm", ["-c:a", "libopus"]), ("wav", []),
+                                           ("mp4", ["-c:a", "aac", "-movflags", "frag_keyframe+empty_moov"])])
+def test_a_streamed_file_cut_mid_frame_is_truncated(tmp_path: Path, fmt: str, args: list[str]) -> None:
+    """Written to a pipe, these declare no length (a FLAC without a sample count, a WAV whose
+    size is unknown, WebM, fragmented MP4): cut mid-frame or mid-sample, only the decoder's
+    "ran out of data" tells it. It was a warning with the shorter audio kept, even with
+    ``on_truncated: error``."""
+    from tasks.audio.decode import CorruptAudioError, load_audio
+    from tasks.core.config import AudioConfig
+
+    src = tmp_path / "src.wav"
+    sf.write(src, _tone(6.0), SR, subtype="PCM_16")
+    data = subprocess.run(["ffmpeg", "-v", "error", "-i", str(src), *args, "-f", fmt, "-"], check=True,
+                          capture_output=True).stdout
+    full = tmp_path / f"full.{fmt}"
+    full.write_bytes(data)
+    _, info = load_audio(full, config=AudioConfig(on_truncated="error"))
+    assert not info.truncated and not info.warnings and abs(info.duration - 6.0) < 0.1
+    cut = tmp_path / f"cut.{fmt}"
+    cut.write_bytes(data[: len(data) * 3 // 4 | 1])  # an odd length: mid-sample for 16-bit PCM
+    with pytest.raises(CorruptAudioError, match="truncated") as err:
+        load_audio(cut, config=AudioConfig(on_truncated="error"))
+    assert str(err.value).startswith(f"{cut}: ") and len(str(err.value).splitlines()) == 1
+    _, info = load_audio(cut, config=AudioConfig(on_truncated="warn"))
+    assert info.truncated and any(w.startswith("truncated") for w in info.warnings), info.warnings
+
+
 def test_streamed_headers_without_a_size_are_not_truncated(tmp_path: Path) -> None:
     from tasks.audio.decode import declared_duration, load_audio
 

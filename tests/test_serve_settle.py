@@ -144,3 +144,32 @@ def test_a_stalled_copy_of_a_raw_stream_is_not_taken(tmp_path: Path) -> None:
         os.utime(path, (past, past))
         assert decodes_completely(path) is None, name
         assert list(complete_files([path], settle_s=0.4, logger=LOG)) == [sha256_file(path)]
+
+
+def test_streamed_containers_complete_are_taken_and_cut_are_not(tmp_path: Path) -> None:
+    """A WAV or CAF written to a pipe (no size in its header) is complete as it is: taken (the
+    decoder's -xerror used to call its last packet corrupt and hold it back for an hour). A
+    streamed FLAC (no sample count) or WebM cut mid-frame is not taken."""
+    import subprocess
+
+    src = tmp_path / "src.wav"
+    src.write_bytes(_wav_bytes(4.0))
+    past = time.time() - 60
+    for name, fmt, args in (("a.wav", "wav", []), ("a.caf", "caf", ["-c:a", "pcm_s16le"]),
+                            ("a.flac", "flac", []), ("a.webm", "webm", ["-c:a", "libopus"])):
+        data = subprocess.run(["ffmpeg", "-v", "error", "-i", str(src), *args, "-f", fmt, "-"], check=True,
+                              capture_output=True).stdout
+        path = tmp_path / name
+        path.write_bytes(data)
+        os.utime(path, (past, past))
+        assert decodes_completely(path) is None, name
+        assert list(complete_files([path], settle_s=0.4, logger=LOG)) == [sha256_file(path)]
+        path.write_bytes(data[: len(data) - 1 if fmt in ("wav", "caf") else len(data) // 2])  # mid-sample, mid-frame
+        os.utime(path, (past, past))
+        assert decodes_completely(path) is not None, name
+        assert complete_files([path], settle_s=0.4, logger=LOG) == {}
+    wav = tmp_path / "declared.wav"
+    data = _wav_bytes(4.0)
+    wav.write_bytes(data[: len(data) * 9 // 10 // 2 * 2])  # its header declares 4 s; a whole sample cut
+    os.utime(wav, (past, past))
+    assert "declares 4.0 s" in decodes_completely(wav)

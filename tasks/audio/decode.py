@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -122,6 +123,13 @@ def _ffmpeg_url(path: Path) -> str:
 def _require_ffmpeg(path: str) -> None:
     if shutil.which("ffprobe") is None or shutil.which("ffmpeg") is None:
         raise DecoderMissingError(path)
+
+
+_RAN_OUT = re.compile(r"ended prematurely|Invalid PCM packet|invalid residual|Input buffer exhausted|"
+                      r"End of file|[Tt]runcated|incomplete frame", re.IGNORECASE)
+"""ffmpeg's words for a stream whose data stops in the middle of a frame, packet or sample: what a
+cut streamed FLAC (no sample count), WebM, fragmented MP4 or headerless PCM leaves, and with no
+declared duration to compare with, the only sign of it."""
 
 
 def _first_error_line(stderr: str, url: str = "") -> str:
@@ -509,6 +517,9 @@ def _decode(
         from tasks.audio.framing import stream_cut
 
         cut = stream_cut(p)  # MP3, ADTS and Ogg declare no duration: their framing tells a cut end
+        if cut is None and decode_error and _RAN_OUT.search(decode_error):
+            cut = f"the decoder ran out of data ({decode_error})"  # a streamed FLAC, WebM, PCM cut mid-sample
+            decode_error = ""
         if cut is not None:
             truncated = True
             if cfg.on_truncated == "error":
