@@ -29,6 +29,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from tasks.core.config import Config, load_config
+from tasks.core.records import one_line, printable
 from tasks.core.storage import atomic_write_json, sha256_file
 
 STALE_CLAIM_S = 6 * 3600.0
@@ -136,7 +137,7 @@ def claim(out_root: Path, sha256: str, *, source: str) -> bool:
             path.unlink(missing_ok=True)  # a run that died long ago: take over its claim
             continue
         with os.fdopen(fd, "w") as fh:
-            json.dump({"source": source, "pid": os.getpid(), "claimed": dt.datetime.now(dt.timezone.utc).isoformat()}, fh)
+            json.dump({"source": printable(source), "pid": os.getpid(), "claimed": dt.datetime.now(dt.timezone.utc).isoformat()}, fh)
         return True
     return False
 
@@ -145,7 +146,7 @@ def release(out_root: Path, sha256: str, *, run_dir: Path | None) -> None:
     """Mark a claimed hash done (with its run dir) or give the claim back (run_dir None)."""
     ledger = _ledger(out_root)
     if run_dir is not None:
-        atomic_write_json(ledger / f"{sha256}.done", {"run_dir": str(run_dir)})
+        atomic_write_json(ledger / f"{sha256}.done", {"run_dir": printable(str(run_dir))})
     (ledger / f"{sha256}.claim").unlink(missing_ok=True)
 
 
@@ -157,26 +158,27 @@ def complete_files(files: list[Path], *, settle_s: float, logger: Any,
     out: dict[str, tuple[Path, tuple]] = {}
     for f in files:
         if not settled(f, settle_s=settle_s):
-            logger.info("%s: still being written (changed in the last %g s); taken on a later scan", f, settle_s)
+            logger.info("%s: still being written (changed in the last %g s); taken on a later scan", one_line(str(f)),
+                        settle_s)
             continue
         before = _signature(f)
         try:
             sha = sha256_file(f)
         except OSError as exc:
-            logger.warning("%s: cannot read file (%s)", f, exc)
+            logger.warning("%s: cannot read file (%s)", one_line(str(f)), one_line(str(exc)))
             continue
         if sha in out or done(sha):
             continue  # processed already (or a copy of one seen in this scan): not decoded again
         why = decodes_completely(f)
         after = _signature(f)
         if before != after:
-            logger.info("%s: changed while it was read; taken on a later scan", f)
+            logger.info("%s: changed while it was read; taken on a later scan", one_line(str(f)))
             continue
         if why is not None:
             if settled(f, settle_s=max(settle_s, 3600.0)):
                 out.setdefault(sha, (f, after))  # an hour unchanged: not a copy in progress, a bad file
             else:  # the run reports it as a failed input
-                logger.info("%s: %s; taken on a later scan", f, why)
+                logger.info("%s: %s; taken on a later scan", one_line(str(f)), why)
             continue
         out.setdefault(sha, (f, after))
     return out
@@ -198,7 +200,7 @@ def scan_inbox(inbox: str | os.PathLike[str], root: Path, cfg: Config, *, logger
         if claim(root, sha, source=str(f)):
             claimed[sha] = (f, sig)
     if not claimed:
-        logger.info("inbox %s: nothing new", inbox)
+        logger.info("inbox %s: nothing new", one_line(str(inbox)))
         return {"processed": 0, "run_dir": None}
     run_dir = root / dt.datetime.now(dt.timezone.utc).strftime("run-%Y%m%dT%H%M%S")
     try:
@@ -210,12 +212,14 @@ def scan_inbox(inbox: str | os.PathLike[str], root: Path, cfg: Config, *, logger
     failed_inputs = {f["input"] for f in summary.failed}
     for sha, (f, sig) in claimed.items():
         if _signature(f) not in (sig, None):  # written to while its run read it: not this content's result
-            logger.warning("%s: changed while it was processed; its complete content is processed next time", f)
+            logger.warning("%s: changed while it was processed; its complete content is processed next time",
+                           one_line(str(f)))
             release(root, sha, run_dir=None)
             continue
         # Failed files are done too: retrying bad input every 10 minutes helps nobody.
         release(root, sha, run_dir=run_dir)
-    logger.info("inbox %s: %d new file(s) → %s (%d failed)", inbox, len(claimed), run_dir, len(failed_inputs))
+    logger.info("inbox %s: %d new file(s) → %s (%d failed)", one_line(str(inbox)), len(claimed), one_line(str(run_dir)),
+                len(failed_inputs))
     return {"processed": len(claimed), "run_dir": str(run_dir), "failed": sorted(failed_inputs)}
 
 

@@ -173,3 +173,41 @@ def test_streamed_containers_complete_are_taken_and_cut_are_not(tmp_path: Path) 
     wav.write_bytes(data[: len(data) * 9 // 10 // 2 * 2])  # its header declares 4 s; a whole sample cut
     os.utime(wav, (past, past))
     assert "declares 4.0 s" in decodes_completely(wav)
+
+
+def test_non_utf8_and_control_names_in_the_inbox(tmp_path: Path, caplog) -> None:
+    """An inbox (and out folder) whose names hold undecodable bytes or a line break: files are
+    taken, the ledger is written, and every log line is one valid UTF-8 line."""
+    root = os.fsencode(tmp_path)
+    inbox, out = root + b"/in\xfd", root + b"/out\xfe"
+    try:
+        os.mkdir(inbox)
+    except OSError:
+        import pytest
+
+        pytest.skip("the file system refuses non-UTF-8 names")
+    past = time.time() - 60
+    for i, name in enumerate((b"caf\xe9.wav", b"nl\nx.wav", b"half\xff.wav")):
+        data = _wav_bytes(2.0 + i)
+        with open(inbox + b"/" + name, "wb") as fh:
+            fh.write(data[: len(data) // 2] if name.startswith(b"half") else data)
+        os.utime(inbox + b"/" + name, (past, past))
+    runs: list[list[str]] = []
+
+    def fake_run(paths, *, config, out_dir):
+        runs.append(list(paths))
+        return SimpleNamespace(failed=[])
+
+    with caplog.at_level(logging.INFO, logger=LOG.name):
+        result = scan_inbox(os.fsdecode(inbox), Path(os.fsdecode(out)), load_config(None, []), logger=LOG,
+                            settle_s=0.4, run=fake_run)
+    assert result["processed"] == 2 and len(runs) == 1 and len(runs[0]) == 2
+    ledger = Path(os.fsdecode(out)) / ".emoflow" / "inbox"
+    assert len(list(ledger.glob("*.done"))) == 2
+    for done in ledger.glob("*.done"):
+        done.read_text(encoding="utf-8")
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("half\\xff.wav" in m and "later scan" in m for m in messages), messages
+    for m in messages:
+        m.encode("utf-8")
+        assert len(m.splitlines()) == 1, m
