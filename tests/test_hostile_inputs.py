@@ -589,6 +589,29 @@ def test_option_mistakes_are_one_line_exit_2(argv: list[str], capsys, monkeypatc
     assert "Usage" not in out and "╭" not in out and "Traceback" not in out
 
 
+def test_a_run_folder_whose_path_is_not_utf8_is_refused_in_one_line(tmp_path: Path, capsys, monkeypatch) -> None:
+    """Prefect's records are UTF-8: an --out (or serve's --inbox/--out, or the current folder
+    they are relative to) that is not valid UTF-8 is refused before anything runs (it was an
+    internal error whose own log could not be written, with a traceback)."""
+    bad = os.fsdecode(os.fsencode(tmp_path) + b"/out\xfe")
+    for argv in (["run", "x.wav", "--out", bad], ["run", "x.wav", "--out", bad + "\nx"], ["serve", "--inbox", bad],
+                 ["serve", "--inbox", str(tmp_path), "--out", bad]):
+        code, out = _main(argv, capsys, monkeypatch)
+        lines = out.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("emoflow: error: "), out
+        assert "not valid UTF-8" in lines[0] and "out\\xfe" in lines[0]
+        lines[0].encode("utf-8")
+
+
+def test_the_internal_error_log_survives_any_name(tmp_path: Path, monkeypatch) -> None:
+    from flows import cli
+
+    monkeypatch.setenv("EMOFLOW_LOG_DIR", str(tmp_path))
+    monkeypatch.setattr(sys, "argv", ["emoflow", "run", "caf\udce9\n.wav"])
+    log = cli._log_internal_error(ValueError("caf\udce9.wav: boom"))
+    assert log is not None and "caf\\udce9" in log.read_text(encoding="utf-8")
+
+
 def test_help_still_works(capsys, monkeypatch) -> None:
     code, out = _main(["run", "--help"], capsys, monkeypatch)
     assert code == 0 and "Usage" in out
