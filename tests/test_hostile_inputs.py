@@ -707,6 +707,19 @@ def test_a_lower_bound_above_its_upper_bound_is_refused(overrides: list[str]) ->
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("override", ["diarization.known_speakers=/tmp/sp\udcff", "emotion.model=/m\udcfe",
+                                      "diarization.channel_names=[\"a\udcff\", \"b\"]"])
+def test_a_config_value_that_is_not_utf8_is_refused(override: str) -> None:
+    """Undecodable bytes typed on the command line would reach config.yaml and Prefect's
+    records (an internal error there): refused in one UTF-8 line naming the override."""
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    message = str(err.value)
+    assert "not valid UTF-8" in message and ("\\xff" in message or "\\xfe" in message)
+    message.encode("utf-8")
+    assert "\n" not in message
+
+
 def test_config_errors_stay_one_line_whatever_was_typed() -> None:
     with pytest.raises(ConfigError) as err:
         load_config(None, ["screen.threshold=\n\r0.5\u2028x"])

@@ -336,6 +336,12 @@ def _one_line(err: ValidationError) -> str:
 
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Split ``section.key=value`` into a key path and a YAML-typed value."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes from the command line (a path's name)
+        shown = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise ConfigError(f"--set {shown!r}: not valid UTF-8 (a config value goes into the run's config.yaml and "
+                          "Prefect's records); use a path whose name is UTF-8") from None
     key, sep, raw = text.partition("=")
     path = [p for p in key.strip().split(".") if p]
     if not sep or len(path) < 2:
