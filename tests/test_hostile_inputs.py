@@ -689,6 +689,17 @@ def test_booleans_are_not_numbers(override: str) -> None:
         load_config(None, [override])
 
 
+@pytest.mark.parametrize("override", ["runner.retry_delay_s=.inf", "audio.max_duration_s=1e999",
+                                      "audio.silence_dbfs=-.inf", "drilldown.frame_hop_s=.inf", "emotion.batch_seconds=.inf",
+                                      "segmentation.max_s=.inf", "denoise.min_noise_s=.nan", "screen.threshold=.nan"])
+def test_infinite_and_nan_numbers_are_refused(override: str) -> None:
+    """``.inf`` passed every lower bound: a retry that waits forever, an overflow when the
+    duration limit becomes a sample count, a Prefect parameter that JSON cannot carry."""
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert override.split("=")[0] in str(err.value) and "\n" not in str(err.value)
+
+
 def test_numbers_still_parse() -> None:
     cfg = load_config(None, ["screen.threshold=1", "denoise.min_noise_s=1e-3", "diarization.num_speakers=null"])
     assert cfg.screen.threshold == 1.0 and cfg.denoise.min_noise_s == 0.001

@@ -38,7 +38,7 @@ def _numeric(annotation: Any) -> bool:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)  # .inf is a mistake too
 
     @model_validator(mode="before")
     @classmethod
