@@ -742,8 +742,9 @@ def test_config_errors_stay_one_line_whatever_was_typed() -> None:
 def test_one_run_of_hostile_inputs_goes_on_and_says_what_it_did(prefect_harness, shared_data: Path,
                                                                 tiny_model_dir: Path, tmp_path: Path) -> None:
     """Through the Prefect flow: a non-UTF-8 name, a carriage return and a formula in names,
-    NaN samples and a truncated WAV: the bad one is one failures row, the others are processed,
-    and every table, the manifest and the report agree."""
+    NaN samples, a truncated WAV, a cut Ogg (no declared duration) and junk under a name with a
+    line break: each bad one is one failures row whose message keeps its cause on one line, the
+    others are processed, and every table, the manifest and the report agree."""
     from flows.pipeline import run_pipeline
     from tasks.output.export import read_table_csv
 
@@ -762,15 +763,25 @@ def test_one_run_of_hostile_inputs_goes_on_and_says_what_it_did(prefect_harness,
     sf.write(inbox / "cut.wav", speech, sr, subtype="PCM_16")
     data = (inbox / "cut.wav").read_bytes()
     (inbox / "cut.wav").write_bytes(data[: len(data) // 2])
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(src), "-c:a", "libvorbis", str(tmp_path / "v.ogg")],
+                   check=True)
+    ogg = (tmp_path / "v.ogg").read_bytes()
+    (inbox / "trunc\u202e.ogg").write_bytes(ogg[: len(ogg) * 3 // 4])
+    with open(os.fsencode(inbox) + b"/bad\nname.wav", "wb") as fh:
+        fh.write(b"RIFF\x00\x00\x00\x00WAVEjunk" * 50)
     cfg = load_config(None, [f"emotion.model={tiny_model_dir}", "runner.retries=0", "screen.threshold=0.5"])
     out = tmp_path / "out"
     summary = run_pipeline([str(inbox)], config=cfg, out_dir=out)
     assert summary.recordings == 4, summary.failed
-    assert len(summary.failed) == 1 and summary.failed[0]["message"].startswith(f"{inbox / 'cut.wav'}: ")
-    assert "truncated" in summary.failed[0]["message"]
+    failed = {f["input"]: f["message"] for f in summary.failed}
+    assert set(failed) == {str(inbox / "cut.wav"), str(inbox / "trunc\u202e.ogg"), str(inbox / "bad\nname.wav")}
+    assert failed[str(inbox / "cut.wav")].startswith(f"{inbox / 'cut.wav'}: ") and "truncated" in failed[str(inbox / "cut.wav")]
+    assert "the last Ogg page is cut" in failed[str(inbox / "trunc\u202e.ogg")]
+    assert failed[str(inbox / "bad\nname.wav")].startswith(f"{inbox}/bad\\nname.wav: truncated or corrupt audio")
+    assert all(len(m.splitlines()) == 1 for m in failed.values()) and len(summary.describe().splitlines()) == 4
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     paths = {i["recording_id"]: i for i in manifest["inputs"]}
-    assert set(paths) == {"caf", "a-b", "HYPERLINK-1", "nan", "cut"}
+    assert set(paths) >= {"caf", "a-b", "HYPERLINK-1", "nan", "cut"} and len(paths) == 7
     assert paths["caf"]["path"].endswith("caf\\xe9.wav")
     assert any(w.startswith("3 non-finite sample(s)") for w in paths["nan"]["warnings"])
     table = read_table_csv(out / "segments.csv")
@@ -780,4 +791,4 @@ def test_one_run_of_hostile_inputs_goes_on_and_says_what_it_did(prefect_harness,
     assert str(inbox / "a\rb.wav") in set(table["source_path"])
     assert {p.name for p in (out / "recordings").iterdir()} == {"caf", "a-b", "HYPERLINK-1", "nan"}
     failures = read_csv(out / "failures.csv")
-    assert list(failures["input"]) == [str(inbox / "cut.wav")]
+    assert sorted(failures["input"]) == sorted(failed)
