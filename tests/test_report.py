@@ -195,3 +195,19 @@ def test_the_report_writes_nothing_through_a_link(tmp_path):
     other = fake.path / "recordings" / fake.recording_ids[1] / "timeline.png"
     assert other.is_file()  # a folder of emoflow's own still gets its timeline
     assert os.path.islink(plots) and os.path.islink(fake.path / "recordings" / rid)
+
+
+def test_a_rerun_leaves_no_output_derived_from_the_previous_tables(tmp_path):
+    """report.html and `emoflow cluster`'s clusters.csv/png describe the tables they were made
+    from: gone once a run writes new tables (a link among them is removed, not followed)."""
+    from tasks.output.report import remove_report
+
+    run = tmp_path / "run"
+    run.mkdir()
+    kept = tmp_path / "elsewhere.csv"
+    kept.write_text("keep")
+    for name in ("report.html", "clusters.png", "segments.csv"):
+        (run / name).write_text("old")
+    (run / "clusters.csv").symlink_to(kept)
+    remove_report(run)
+    assert sorted(p.name for p in run.iterdir()) == ["segments.csv"] and kept.read_text() == "keep"

@@ -583,15 +583,23 @@ def _owned_dir(path: Path, base: Path) -> bool:
     return True
 
 
+STALE_OUTPUTS = (REPORT_NAME, "clusters.csv", "clusters.png")
+"""What an earlier run or command derived from a run directory's tables (the report,
+``emoflow cluster``'s default output): removed when a run writes new tables, so none of it is
+left describing other results."""
+
+
 def remove_report(run_dir: str | Path) -> None:
-    """Remove ``report.html`` of ``run_dir`` (a link is removed, never followed; a folder of that
-    name is left to fail the report with its own message)."""
-    path = Path(run_dir) / REPORT_NAME
-    try:
-        if path.is_symlink() or path.is_file():
-            path.unlink()
-    except FileNotFoundError:
-        pass
+    """Remove ``report.html`` of ``run_dir`` and the other :data:`STALE_OUTPUTS` (a link is
+    removed, never followed; a folder of that name is left to fail the report with its own
+    message)."""
+    for name in STALE_OUTPUTS:
+        path = Path(run_dir) / name
+        try:
+            if path.is_symlink() or path.is_file():
+                path.unlink()
+        except FileNotFoundError:
+            pass
 
 
 def build_report(run_dir: str | Path, *, config: ReportConfig | None = None) -> Path:

@@ -79,7 +79,8 @@ def finalize(jobs: list[RecordingJob], outcomes: list[dict[str, Any]], run: dict
             "failed": outcome["failure"],
         }
     # the previous run's report goes before this run's tables are written: report.html is there
-    # only when this run wrote it (a failed or disabled report leaves none, never a stale one)
+    # only when this run wrote it (a failed or disabled report leaves none, never a stale one), and
+    # clusters.csv/png of an earlier `emoflow cluster` go too (they describe the old tables)
     from tasks.output.report import remove_report
 
     remove_report(out)
