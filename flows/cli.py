@@ -35,8 +35,22 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> None:
-    typer.echo(f"emoflow: error: {message}", err=True)
+    from tasks.core.records import one_line
+
+    typer.echo(f"emoflow: error: {one_line(message)}", err=True)  # one line, whatever a name in it holds
     raise typer.Exit(code)
+
+
+def _require_utf8_folder(flag: str, path: str) -> None:
+    """A run folder's path travels in Prefect's records (JSON, UTF-8): one whose name is not
+    valid UTF-8 (as given, or the current folder's) is refused in one line, before anything runs.
+    Input files and folders may have any name."""
+    from tasks.core.records import one_line, printable
+
+    full = os.path.abspath(path)
+    if printable(full) != full:
+        _fail(f"{flag} {one_line(path)}: a folder whose path is not valid UTF-8 ({one_line(full)}) cannot go "
+              "through Prefect's records; choose a folder with a UTF-8 path (input files may have any name)")
 
 
 def _config(config: Optional[Path], sets: list[str]):
@@ -62,6 +76,7 @@ def run(
         _fail("an empty input path (\"\") is not an input; name the files or folders (\".\" for this folder)")
     if not out:
         _fail("--out \"\": an empty path is not a run directory")
+    _require_utf8_folder("--out", out)
     cfg = _config(config, set_)
     from flows.pipeline import RunError, run_pipeline
 
@@ -102,6 +117,8 @@ def serve(
         help="Seconds a file must stay unchanged before it is taken (default 10, or EMOFLOW_INBOX_SETTLE_S)."),
 ) -> None:
     """Serve a Prefect deployment that processes new inbox files on a cron schedule."""
+    _require_utf8_folder("--inbox", str(inbox))
+    _require_utf8_folder("--out", str(out))
     cfg = _config(config, set_)
     from flows.serve import ServeError, serve_inbox
 
@@ -327,9 +344,10 @@ def _log_internal_error(exc: BaseException) -> Path | None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"error-{dt.datetime.now():%Y%m%dT%H%M%S}-{os.getpid()}.log"
-        path.write_text(f"emoflow {' '.join(sys.argv[1:])}\n" + "".join(traceback.format_exception(exc)))
+        path.write_text(f"emoflow {' '.join(sys.argv[1:])}\n" + "".join(traceback.format_exception(exc)),
+                        encoding="utf-8", errors="backslashreplace")  # whatever bytes a name held
         return path
-    except OSError:
+    except (OSError, ValueError):
         return None
 
 
@@ -387,7 +405,9 @@ def main() -> None:
             sys.exit(EXIT_USAGE)
         log = _log_internal_error(exc)
         where = f"details in {log}" if log else "run with EMOFLOW_DEBUG=1 for details"
-        typer.echo(f"emoflow: error: internal error: {type(exc).__name__}: {first_line(exc, limit=300)} ({where}; "
+        from tasks.core.records import one_line
+
+        typer.echo(f"emoflow: error: internal error: {type(exc).__name__}: {one_line(first_line(exc, limit=300))} ({where}; "
                    "please report it)", err=True)
         sys.exit(EXIT_INTERNAL)
 

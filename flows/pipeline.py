@@ -10,6 +10,7 @@ module only orchestrates.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ from prefect.states import State
 from flows.display import POLL_S, RunProgress, future_done
 from tasks.core.config import Config
 from tasks.core.errors import RunError, first_line
+from tasks.core.records import one_line
 from tasks.core.storage import no_space
 from tasks.models.vetting import resolve_models
 from tasks.pipeline.job import DEFAULT_REGISTRY, RecordingJob, StageReport
@@ -45,6 +47,32 @@ def _permanent(exc: BaseException) -> bool:
 
     return no_space(exc) or isinstance(exc, (AudioError, ModelUnavailableError, ValueError, KeyError, TypeError,
                                              FileNotFoundError))
+
+
+def _expected(exc: BaseException) -> bool:
+    """A failure that is the input's or the machine's, not emoflow's: its one line says it all."""
+    from tasks.audio.decode import AudioError
+    from tasks.models.hub import ModelUnavailableError
+
+    from tasks.core.storage import NotOwnedError
+
+    return no_space(exc) or isinstance(exc, (AudioError, ModelUnavailableError, NotOwnedError))
+
+
+class _NoTracebackForExpectedFailures(logging.Filter):
+    """Prefect logs a failed task run with its traceback: for bad input (a corrupt or truncated
+    file, a full disk) the one-line error is the whole story (the failures table and the run's
+    summary name the file and the cause); a traceback there reads as a crash. Any other
+    exception keeps its traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and _expected(exc):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+logging.getLogger("prefect.task_runs").addFilter(_NoTracebackForExpectedFailures())
 
 
 def _retry_transient(task_obj: Any, task_run: Any, state: State) -> bool:
@@ -79,9 +107,16 @@ def _task_runner(config: Config):
 
 
 def _failure_row(job: RecordingJob, stage: str, exc: BaseException) -> dict[str, str]:
-    message = first_line(exc)
-    if job.source_path not in message:
-        message = f"{job.source_path}: {message}"
+    """One line naming the file and the cause (a name holding line breaks or escapes shown
+    escaped, :func:`one_line`, never cutting the message short)."""
+    shown = one_line(job.source_path)
+    text = str(exc)
+    for name in {job.recording.open_path, job.source_path}:
+        text = text.replace(name, shown)
+    message = first_line(RuntimeError(text)) if text.strip() else type(exc).__name__
+    message = one_line(message)
+    if shown not in message:
+        message = f"{shown}: {message}"
     return {"input": job.source_path, "stage": stage, "error": type(exc).__name__, "message": message[:500]}
 
 

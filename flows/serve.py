@@ -8,8 +8,11 @@ the same file; ``<sha256>.done`` records the run directory that holds its result
 A file is taken only once it is complete (:func:`settled`): unchanged (size and mtime) for
 ``settle_s`` seconds (default :data:`SETTLE_S`, or ``$EMOFLOW_INBOX_SETTLE_S``), unchanged while it
 is hashed, and decodable to its end with the duration its header declares (a stalled copy of a
-WAV, FLAC or MP4 is caught there; a raw stream without a declared duration, e.g. a headerless
-MP3 copied with long pauses, can only be caught by the settle time). A file that changed while
+WAV, FLAC or MP4 is caught there) and, for raw streams that declare no duration (MP3 without a
+Xing header, ADTS AAC, Ogg), with its last frame whole and an Ogg stream's end-of-stream page
+present (:func:`tasks.audio.framing.stream_cut`). Only a copy stalled exactly on a frame or
+sample boundary of a stream that declares no size (MP3, ADTS, a WAV or CAF written to a pipe)
+is left to the settle time. A file that changed while
 its run processed it is not marked done: its complete content is a new hash, processed next time.
 """
 
@@ -26,6 +29,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from tasks.core.config import Config, load_config
+from tasks.core.records import one_line, printable
 from tasks.core.storage import atomic_write_json, sha256_file
 
 STALE_CLAIM_S = 6 * 3600.0
@@ -52,14 +56,17 @@ def _signature(path: Path) -> tuple[int, int, int] | None:
 
 
 def decodes_completely(path: Path, *, timeout: float = 600.0) -> str | None:
-    """None when ``path`` decodes to its end without error and to the duration its container
-    declares (within 0.5 s or 1 %); else why not (one line). A cheap full decode: ffmpeg at
-    1 kHz mono 16-bit, counted, not kept."""
+    """None when ``path`` decodes to its end without an error message and to the duration its
+    container declares (within 0.5 s or 1 %; for WAV, W64 and CAF the size their header gives,
+    :func:`tasks.audio.decode.declared_duration`), and a raw stream's last frame is whole; else
+    why not (one line). A cheap full decode: ffmpeg at 1 kHz mono 16-bit, counted, not kept.
+    (Not ``-xerror``: it calls the last packet of a complete streamed WAV or CAF, whose header
+    gives no size, corrupt.)"""
     try:
         probe = subprocess.run(["ffprobe", "-v", "error", "-show_entries", "format=duration:stream=duration",
                                 "-select_streams", "a:0", "-of", "json", str(path)],
                                capture_output=True, text=True, timeout=timeout)
-        dec = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-xerror", "-i", str(path), "-map", "0:a:0",
+        dec = subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(path), "-map", "0:a:0",
                               "-ac", "1", "-ar", "1000", "-f", "s16le", "-"], capture_output=True, timeout=timeout)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"not decodable ({type(exc).__name__})"
@@ -68,6 +75,11 @@ def decodes_completely(path: Path, *, timeout: float = 600.0) -> str | None:
     decoded = len(dec.stdout) / 2 / 1000.0
     if decoded <= 0:
         return "no audio decoded"
+    from tasks.audio.framing import stream_cut
+
+    cut = stream_cut(path)  # MP3, ADTS AAC, Ogg: no declared duration, but their last frame tells
+    if cut is not None:
+        return f"{cut} (still being written?)"
     declared = []
     try:
         facts = json.loads(probe.stdout or "{}")
@@ -76,6 +88,11 @@ def decodes_completely(path: Path, *, timeout: float = 600.0) -> str | None:
                 declared.append(float(d))
     except (ValueError, AttributeError, TypeError):
         pass
+    from tasks.audio.decode import declared_duration
+
+    header = declared_duration(path)  # WAV, W64, CAF: ffprobe clamps their duration to the bytes present
+    if header is not None and header - decoded > 0.02:  # an exact size: any shortfall is missing audio
+        return f"declares {header:.1f} s but decodes to {decoded:.2f} s (still being written?)"
     for d in declared:
         if abs(d - decoded) > max(0.5, 0.01 * d):
             return f"declares {d:.1f} s but decodes to {decoded:.1f} s (still being written?)"
@@ -120,7 +137,7 @@ def claim(out_root: Path, sha256: str, *, source: str) -> bool:
             path.unlink(missing_ok=True)  # a run that died long ago: take over its claim
             continue
         with os.fdopen(fd, "w") as fh:
-            json.dump({"source": source, "pid": os.getpid(), "claimed": dt.datetime.now(dt.timezone.utc).isoformat()}, fh)
+            json.dump({"source": printable(source), "pid": os.getpid(), "claimed": dt.datetime.now(dt.timezone.utc).isoformat()}, fh)
         return True
     return False
 
@@ -129,7 +146,7 @@ def release(out_root: Path, sha256: str, *, run_dir: Path | None) -> None:
     """Mark a claimed hash done (with its run dir) or give the claim back (run_dir None)."""
     ledger = _ledger(out_root)
     if run_dir is not None:
-        atomic_write_json(ledger / f"{sha256}.done", {"run_dir": str(run_dir)})
+        atomic_write_json(ledger / f"{sha256}.done", {"run_dir": printable(str(run_dir))})
     (ledger / f"{sha256}.claim").unlink(missing_ok=True)
 
 
@@ -141,26 +158,27 @@ def complete_files(files: list[Path], *, settle_s: float, logger: Any,
     out: dict[str, tuple[Path, tuple]] = {}
     for f in files:
         if not settled(f, settle_s=settle_s):
-            logger.info("%s: still being written (changed in the last %g s); taken on a later scan", f, settle_s)
+            logger.info("%s: still being written (changed in the last %g s); taken on a later scan", one_line(str(f)),
+                        settle_s)
             continue
         before = _signature(f)
         try:
             sha = sha256_file(f)
         except OSError as exc:
-            logger.warning("%s: cannot read file (%s)", f, exc)
+            logger.warning("%s: cannot read file (%s)", one_line(str(f)), one_line(str(exc)))
             continue
         if sha in out or done(sha):
             continue  # processed already (or a copy of one seen in this scan): not decoded again
         why = decodes_completely(f)
         after = _signature(f)
         if before != after:
-            logger.info("%s: changed while it was read; taken on a later scan", f)
+            logger.info("%s: changed while it was read; taken on a later scan", one_line(str(f)))
             continue
         if why is not None:
             if settled(f, settle_s=max(settle_s, 3600.0)):
                 out.setdefault(sha, (f, after))  # an hour unchanged: not a copy in progress, a bad file
             else:  # the run reports it as a failed input
-                logger.info("%s: %s; taken on a later scan", f, why)
+                logger.info("%s: %s; taken on a later scan", one_line(str(f)), why)
             continue
         out.setdefault(sha, (f, after))
     return out
@@ -182,7 +200,7 @@ def scan_inbox(inbox: str | os.PathLike[str], root: Path, cfg: Config, *, logger
         if claim(root, sha, source=str(f)):
             claimed[sha] = (f, sig)
     if not claimed:
-        logger.info("inbox %s: nothing new", inbox)
+        logger.info("inbox %s: nothing new", one_line(str(inbox)))
         return {"processed": 0, "run_dir": None}
     run_dir = root / dt.datetime.now(dt.timezone.utc).strftime("run-%Y%m%dT%H%M%S")
     try:
@@ -194,12 +212,14 @@ def scan_inbox(inbox: str | os.PathLike[str], root: Path, cfg: Config, *, logger
     failed_inputs = {f["input"] for f in summary.failed}
     for sha, (f, sig) in claimed.items():
         if _signature(f) not in (sig, None):  # written to while its run read it: not this content's result
-            logger.warning("%s: changed while it was processed; its complete content is processed next time", f)
+            logger.warning("%s: changed while it was processed; its complete content is processed next time",
+                           one_line(str(f)))
             release(root, sha, run_dir=None)
             continue
         # Failed files are done too: retrying bad input every 10 minutes helps nobody.
         release(root, sha, run_dir=run_dir)
-    logger.info("inbox %s: %d new file(s) → %s (%d failed)", inbox, len(claimed), run_dir, len(failed_inputs))
+    logger.info("inbox %s: %d new file(s) → %s (%d failed)", one_line(str(inbox)), len(claimed), one_line(str(run_dir)),
+                len(failed_inputs))
     return {"processed": len(claimed), "run_dir": str(run_dir), "failed": sorted(failed_inputs)}
 
 

@@ -32,7 +32,7 @@ import numpy as np
 
 from tasks.core.config import Config, load_config
 from tasks.output.plots import EMOTION_COLOURS, EMOTION_EMOJI, frame_curves_figure, scores_bar_figure
-from tasks.core.records import EMOTIONS, make_recording_id, top_emotion
+from tasks.core.records import EMOTIONS, make_recording_id, one_line, printable, top_emotion
 from tasks.core.storage import atomic_write_json, atomic_write_npy
 
 log = logging.getLogger(__name__)
@@ -82,19 +82,28 @@ def rejected_upload_message(payload: str | None) -> str | None:
         return None
 
 
+def shown_name(path: str | Path) -> str:
+    """A file's name as the page shows it (:func:`tasks.core.records.one_line`): a name that is
+    not valid UTF-8 (a file put in place on the server, or the example) has its undecodable bytes
+    as ``\\xNN``, control and invisible characters escaped, so every message and file the page
+    gets is valid UTF-8 and one line."""
+    return one_line(Path(path).name)
+
+
 def check_upload(path: str | Path | None) -> Path:
     """Reject what the UI does not take (missing, > 10 MB, wrong extension) with a one-line message."""
     if path is None or str(path) == "":
         raise UIInputError(f"No file: drop an audio file (WAV, MP3, M4A, FLAC or OGG, up to {MAX_UPLOAD_MB} MB) "
                            "or load the example.")
     p = Path(path)
+    name = shown_name(p)
     if not p.is_file():
-        raise UIInputError(f"{p.name}: the upload did not arrive, please try again.")
+        raise UIInputError(f"{name}: the upload did not arrive, please try again.")
     size = p.stat().st_size
     if size > MAX_UPLOAD_BYTES:
-        raise UIInputError(too_big_message(p.name, size))
+        raise UIInputError(too_big_message(name, size))
     if p.suffix.lower() not in ACCEPTED_EXTENSIONS:
-        raise UIInputError(f"{p.name}: not a supported audio file (expected "
+        raise UIInputError(f"{name}: not a supported audio file (expected "
                            f"{', '.join(e[1:].upper() for e in ACCEPTED_EXTENSIONS)}).")
     return p
 
@@ -188,7 +197,7 @@ class Analyser:
 
         sha = sha256_file(p)
         models = {**self.models, "emotion": self.model_info}
-        job = RecordingJob(recording=Recording(make_recording_id(p.stem), str(p), sha), out_dir=str(self.workdir),
+        job = RecordingJob(recording=Recording.from_path(make_recording_id(p.stem), p, sha), out_dir=str(self.workdir),
                            config=config.to_plain(), keys=REGISTRY.compute_keys(sha256=sha, config=config, models=models),
                            models=models)
         reports = run_stages(job)
@@ -292,7 +301,7 @@ def _message(text: str, kind: str = "error") -> str:
     colour = {"error": "#b71c1c", "info": "#1b5e20", "warn": "#e65100"}[kind]
     icon = {"error": "⚠", "info": "✓", "warn": "ℹ"}[kind]
     return (f'<div class="emoflow-message emoflow-{kind}" style="color:{colour};font-weight:600">'
-            f"{icon} {html.escape(text)}</div>")
+            f"{icon} {html.escape(printable(text))}</div>")  # valid UTF-8 whatever a name held
 
 
 def _top_html(analysis: Analysis, test_model: bool) -> str:
@@ -335,7 +344,7 @@ def build_ui(config: Config | str | Path | None = None, *, model: Any = None):
             p = check_upload(path)
         except UIInputError as exc:
             return _message(str(exc)), ""
-        return _message(f"{p.name} ({p.stat().st_size / 1024:.0f} kB) ready: press Analyse.", "info"), ""
+        return _message(f"{shown_name(p)} ({p.stat().st_size / 1024:.0f} kB) ready: press Analyse.", "info"), ""
 
     def on_rejected(payload: str):  # type: ignore[no-untyped-def]
         text = rejected_upload_message(payload)  # none when on_upload clears the box: change nothing
@@ -355,11 +364,11 @@ def build_ui(config: Config | str | Path | None = None, *, model: Any = None):
         except UIInputError as exc:
             return (_message(str(exc)), "", *empty)
         except AudioError as exc:
-            name = Path(exc.path).name
-            return (_message(str(exc).replace(exc.path, name)), "", *empty)
+            shown = one_line(exc.path)  # the message names the file as one_line() shows it
+            return (_message(str(exc).replace(shown, shown_name(exc.path))), "", *empty)
         except Exception as exc:  # noqa: BLE001 - the page shows one line, the log has the traceback
             log.exception("analysis failed")
-            first = (str(exc).splitlines() or [""])[0][:300]
+            first = printable((str(exc).splitlines() or [""])[0][:300])
             return (_message(f"analysis failed: {type(exc).__name__}: {first}"), "", *empty)
         req = out_root / f"{next(counter):06d}"
         doc: Any = analysis.segments[0] if len(analysis.segments) == 1 else analysis.segments
@@ -389,10 +398,10 @@ def build_ui(config: Config | str | Path | None = None, *, model: Any = None):
         # Gradio serves only files under the cwd or the temp dir: hand it a copy in ours
         from tasks.core.storage import atomic_write_bytes
 
-        copy = out_root / "examples" / p.name
+        copy = out_root / "examples" / shown_name(p)  # a name the page can carry (valid UTF-8)
         if not copy.is_file():
             atomic_write_bytes(copy, p.read_bytes())
-        return str(copy), _message(f"example {p.name} loaded: press Analyse.", "info")
+        return str(copy), _message(f"example {shown_name(p)} loaded: press Analyse.", "info")
 
     theme = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
     with gr.Blocks(title="emoflow: speech emotion", analytics_enabled=False) as demo:

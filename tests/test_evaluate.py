@@ -91,3 +91,57 @@ def test_errors_are_one_line(ami, tmp_path):
         evaluate_diarization(tmp_path, ami_dir / "debug.development.rttm")
     with pytest.raises(EvaluationError, match="no recording of"):
         evaluate_diarization(run.path, ami_dir / "debug.train.rttm")
+
+
+def _two_recording_run(tmp_path: Path) -> Path:
+    for rid in ("r1", "r2"):
+        rec = tmp_path / "run" / "recordings" / rid
+        rec.mkdir(parents=True)
+        (rec / "diarization.rttm").write_text(f"SPEAKER {rid} 1 0.000 2.000 <NA> <NA> A <NA> <NA>\n")
+    return tmp_path / "run"
+
+
+@pytest.mark.parametrize("reference,uem", [
+    ("SPEAKER r1 1 1.000 0.000 <NA> <NA> A <NA> <NA>\n", None),  # a zero-length turn only
+    ("SPEAKER r1 1 0.000 0.000 <NA> <NA> A <NA> <NA>\nSPEAKER r2 1 5.000 0.000 <NA> <NA> B <NA> <NA>\n", None),
+    ("SPEAKER r1 1 50.000 2.000 <NA> <NA> A <NA> <NA>\n", "r1 1 0.000 10.000\n"),  # speech outside the UEM
+])
+def test_a_reference_without_any_speech_says_so_instead_of_a_number(tmp_path: Path, reference, uem) -> None:
+    run = _two_recording_run(tmp_path)
+    ref = tmp_path / "ref.rttm"
+    ref.write_text(reference)
+    uem_path = None
+    if uem is not None:
+        uem_path = tmp_path / "ref.uem"
+        uem_path.write_text(uem)
+    with pytest.raises(EvaluationError) as err:
+        evaluate_diarization(run, ref, uem=uem_path)
+    message = str(err.value)
+    assert "no speech" in message and "undefined" in message and str(ref) in message
+    assert "inf" not in message and "\n" not in message
+
+
+def test_a_recording_without_reference_speech_has_no_rate(tmp_path: Path, capsys, monkeypatch) -> None:
+    import sys
+
+    from flows import cli
+    from tasks.output.evaluate import format_table
+
+    run = _two_recording_run(tmp_path)
+    ref = tmp_path / "ref.rttm"
+    ref.write_text("SPEAKER r1 1 1.000 0.000 <NA> <NA> A <NA> <NA>\nSPEAKER r2 1 0.000 2.000 <NA> <NA> A <NA> <NA>\n")
+    df = evaluate_diarization(run, ref).set_index("recording_id")
+    assert df.loc["r1", ["der", "missed", "false_alarm", "confusion"]].isna().all()
+    assert df.loc["r1", "false_alarm_s"] == pytest.approx(2.0) and df.loc["r1", "reference_s"] == 0
+    assert df.loc["r2", "der"] == 0 and df.loc["TOTAL", "der"] == pytest.approx(1.0)
+    text = format_table(evaluate_diarization(run, ref))
+    assert "inf" not in text and "nan" not in text.lower() and "no speech in the reference" in text
+
+    ref.write_text("SPEAKER r1 1 1.000 0.000 <NA> <NA> A <NA> <NA>\n")
+    monkeypatch.setattr(sys, "argv", ["emoflow", "evaluate", "diarization", str(run), "--reference", str(ref)])
+    with pytest.raises(SystemExit) as ended:
+        cli.main()
+    out = capsys.readouterr()
+    lines = (out.err + out.out).strip().splitlines()
+    assert ended.value.code == 2 and len(lines) == 1 and lines[0].startswith("emoflow: error: "), lines
+    assert "no speech" in lines[0] and "inf" not in lines[0]

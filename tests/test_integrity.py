@@ -54,6 +54,62 @@ def test_a_damaged_artefact_is_discarded_not_reused(tmp_path: Path, tamper, why)
     assert not folder.exists() and not list(folder.parent.glob(".k1.bad-*"))  # moved aside and removed
 
 
+def test_another_artefact_copied_or_linked_under_a_key_is_not_reused(tmp_path: Path) -> None:
+    """A complete, self-consistent artefact of other content put in a key's place (copied, or
+    linked) verifies against its own record: only its recorded stage and key tell it is not
+    this key's. It is discarded with one warning line; a link is removed, never followed."""
+    store, folder = _committed(tmp_path)
+    tmp = store.begin("emotion", "k2")
+    np.save(tmp / "scores.npy", np.zeros((3, 4), np.float32))
+    other = store.commit("emotion", "k2", tmp, {"facts": {"n": 0}})
+    shutil.rmtree(folder)
+    shutil.copytree(other, folder)
+    told = []
+    assert store.get("emotion", "k1", on_bad=lambda p, r: told.append(r)) is None
+    assert len(told) == 1 and "emotion/k2, not under this key" in told[0], told
+    assert not folder.exists() and store.get("emotion", "k2") == other
+
+    folder.symlink_to(other)
+    told.clear()
+    assert store.get("emotion", "k1", on_bad=lambda p, r: told.append(r)) is None
+    assert told == ["the folder is a symbolic link"]
+    assert not os.path.lexists(folder) and store.get("emotion", "k2") == other  # the link went, not its target
+    assert not list(folder.parent.glob(".k1.bad-*"))
+
+    for stage in ("load", "segment"):  # another stage's artefact under this stage's name
+        tmp = store.begin(stage, "k3")
+        np.save(tmp / "scores.npy", np.ones((3, 4), np.float32))
+        store.commit(stage, "k3", tmp, {})
+    shutil.copytree(store.path("load", "k3"), store.path("emotion", "k3"))
+    assert store.get("emotion", "k3") is None
+
+
+def test_a_stage_folder_that_is_a_link_is_neither_read_nor_written_through(tmp_path: Path) -> None:
+    """A link (or a file) in a stage folder's place in the store: one warning, the link itself
+    removed (its target untouched), the stage computed again into a folder of emoflow's own."""
+    from tasks.core.storage import NotOwnedError
+
+    store, folder = _committed(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    shutil.move(str(store.root / "emotion"), elsewhere)
+    (store.root / "emotion").symlink_to(elsewhere)
+    with pytest.raises(NotOwnedError, match=r"emotion: a symbolic link, which emoflow did not make"):
+        store.begin("emotion", "k1")  # never written through
+    told = []
+    assert store.get("emotion", "k1", on_bad=lambda p, r: told.append((p.name, r))) is None
+    assert len(told) == 1 and told[0][0] == "emotion" and "a symbolic link" in told[0][1]
+    assert not os.path.lexists(store.root / "emotion")
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["k1"] and (elsewhere / "k1" / "meta.json").is_file()
+    tmp = store.begin("emotion", "k1")
+    assert not (store.root / "emotion").is_symlink()
+    np.save(tmp / "scores.npy", np.zeros(3, np.float32))
+    assert store.get("emotion", "k1") is None and store.commit("emotion", "k1", tmp, {}) == store.path("emotion", "k1")
+    (store.root / "load").write_text("not a folder")
+    told.clear()
+    assert store.get("load", "k1", on_bad=lambda p, r: told.append(r)) is None
+    assert "not a folder" in told[0] and not (store.root / "load").exists()
+
+
 def test_a_file_rewritten_with_the_same_content_is_still_good(tmp_path: Path) -> None:
     store, folder = _committed(tmp_path)
     data = (folder / "scores.npy").read_bytes()

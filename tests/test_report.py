@@ -169,3 +169,45 @@ def test_report_and_plots_read_the_drilled_column(tmp_path, monkeypatch, drilldo
         assert ("outlined: drilled down" in fig.axes[0].get_title(loc="left")) == bool(n)
         assert f"{n} drilled down)" in text.split(f'id="rec-{rid}"')[1].split("</section>")[0]
     assert ("Frame-level scores of drilled-down segments" in text) == drilldown
+
+
+def test_the_report_writes_nothing_through_a_link(tmp_path):
+    """``emoflow report`` on a run whose plot cache or a recording folder is a link (emoflow did
+    not make it): the report is written, nothing lands in what the links point to."""
+    import os
+    import shutil
+
+    fake = make_run_dir(tmp_path / "r", seed=6, n_recordings=2, duration_s=15)
+    rid = fake.recording_ids[0]
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "plots").mkdir(parents=True)
+    plots = fake.path / ".emoflow" / "plots"
+    if plots.exists():
+        shutil.rmtree(plots)
+    plots.parent.mkdir(parents=True, exist_ok=True)
+    plots.symlink_to(elsewhere / "plots")
+    shutil.move(str(fake.path / "recordings" / rid), elsewhere / rid)
+    (fake.path / "recordings" / rid).symlink_to(elsewhere / rid)
+    before = {p: p.stat().st_mtime_ns for p in elsewhere.rglob("*") if p.is_file()}
+    assert build_report(fake.path).is_file()
+    after = {p: p.stat().st_mtime_ns for p in elsewhere.rglob("*") if p.is_file()}
+    assert after == before and not list((elsewhere / "plots").iterdir())
+    other = fake.path / "recordings" / fake.recording_ids[1] / "timeline.png"
+    assert other.is_file()  # a folder of emoflow's own still gets its timeline
+    assert os.path.islink(plots) and os.path.islink(fake.path / "recordings" / rid)
+
+
+def test_a_rerun_leaves_no_output_derived_from_the_previous_tables(tmp_path):
+    """report.html and `emoflow cluster`'s clusters.csv/png describe the tables they were made
+    from: gone once a run writes new tables (a link among them is removed, not followed)."""
+    from tasks.output.report import remove_report
+
+    run = tmp_path / "run"
+    run.mkdir()
+    kept = tmp_path / "elsewhere.csv"
+    kept.write_text("keep")
+    for name in ("report.html", "clusters.png", "segments.csv"):
+        (run / name).write_text("old")
+    (run / "clusters.csv").symlink_to(kept)
+    remove_report(run)
+    assert sorted(p.name for p in run.iterdir()) == ["segments.csv"] and kept.read_text() == "keep"

@@ -228,3 +228,62 @@ def test_long_file_is_windowed_and_combined(analyser, shared_data, tmp_path):
     assert whole.frame_logits.shape[0] == pytest.approx(70 / 0.02, rel=0.01)
     np.testing.assert_allclose(whole.scores, _softmax_rows(whole.frame_logits.astype(np.float64).mean(0)), rtol=1e-5)
     assert a.segments[0]["scores"]["happy"] == pytest.approx(float(whole.scores[3]), abs=1e-6)
+
+
+def test_non_utf8_names_are_analysed_and_shown_escaped(tmp_path, monkeypatch):
+    """A file whose name (or folder) is not valid UTF-8: analysed whole and diarized, every message,
+    file name and document the page gets is valid UTF-8 (undecodable bytes as \\xNN)."""
+    import os
+
+    import orjson
+    import soundfile as sf
+    from pyannote.core import Annotation, Segment
+
+    import flows.ui
+    import tasks.diarization.pipeline
+    import tasks.emotion.model
+    from tasks.diarization.pipeline import DiarizationResult
+
+    folder = os.fsencode(tmp_path) + b"/in\xfd"
+    try:
+        os.mkdir(folder)
+        raw = folder + b"/caf\xe9 \xff.wav"
+        t = np.arange(3 * 16000) / 16000
+        with open(raw, "wb") as fh:
+            sf.write(fh, (0.3 * np.sin(2 * np.pi * 220 * t) * (1 + np.sin(2 * np.pi * 3 * t))).astype(np.float32),
+                     16000, format="WAV")
+    except OSError:
+        pytest.skip("the file system refuses non-UTF-8 names")
+    junk = folder + b"/junk\xfe.wav"
+    with open(junk, "wb") as fh:
+        fh.write(b"not audio at all")
+    path, junk_path = os.fsdecode(raw), os.fsdecode(junk)
+
+    def fake_diarize(audio, *, recording_id, config, sample_rate=16000, progress=None):
+        ann = Annotation(uri=recording_id)
+        ann[Segment(0.1, 2.9)] = "A"
+        return DiarizationResult(ann, ann.copy(), False)
+
+    model = FakeEmotionModel()
+    monkeypatch.setattr(tasks.diarization.pipeline, "diarize", fake_diarize)
+    monkeypatch.setattr(tasks.emotion.model, "get_emotion_model", lambda config, max_s=10.0: model)
+    cfg = Config.model_validate({"transcribe": {"enabled": False}})
+    ui = Analyser(cfg, model=model, workdir=tmp_path / "ui")
+    whole = ui.analyse(path, embedding=True)
+    diarized = ui.analyse(path, diarize=True)
+    for a in (whole, diarized):
+        assert [d["recording_id"] for d in a.segments] == ["caf"]
+        orjson.dumps(a.segments)  # what Gradio sends: raises on a lone surrogate
+    assert diarized.segments[0]["speaker"] == "A"
+
+    demo = build_ui(cfg, model=model)
+    handlers = {getattr(b.fn, "__name__", ""): b.fn for b in demo.fns.values()}
+    message, _ = handlers["on_upload"](path)
+    assert "caf\\xe9 \\xff.wav" in message and str(tmp_path) not in message
+    monkeypatch.setattr(flows.ui, "example_audio_path", lambda: Path(path))
+    copy, message = handlers["load_example"]()
+    assert Path(copy).name == "caf\\xe9 \\xff.wav" and "caf\\xe9 \\xff.wav" in message
+    for p, needle in ((copy, "done: 1 segment"), (path, "done: 1 segment"), (junk_path, "junk\\xfe.wav: not an audio")):
+        shown = handlers["run"](p, "frame", True, False, True, "")
+        assert needle in shown[0] and str(tmp_path) not in shown[0], shown[0]
+        orjson.dumps([o for o in shown if isinstance(o, str)])

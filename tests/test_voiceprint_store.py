@@ -109,3 +109,82 @@ def test_a_nan_voiceprint_stops_the_run_before_the_first_recording(tmp_path: Pat
     np.save(store / "Bob.npy", np.full(DIMENSION, np.nan, np.float32))
     with pytest.raises(RunError, match="Bob.json: not a usable voiceprint: its vector holds NaN"):
         resolve_models(cfg)
+
+
+@pytest.mark.parametrize("vector, why", [
+    ((_unit(3) + 1j * _unit(4)).astype(np.complex64), "complex64 values"),
+    (np.eye(DIMENSION, dtype=np.int64)[0], "int64 values"),
+    (np.eye(DIMENSION, dtype=bool)[0], "bool values"),
+    (np.array([repr(x) for x in _unit(3)]), "values, a voiceprint holds floating-point numbers"),
+])
+def test_a_voiceprint_that_is_not_floating_point_is_refused(store: Path, vector, why: str) -> None:
+    """A unit vector of integers, booleans, text or complex numbers converts to 192 floats of
+    norm 1: it is not an embedding, and must not be taken as one."""
+    store.joinpath("Carol.npy").write_bytes(b"")
+    _write(store, "Carol", _unit(3))
+    np.save(store / "Carol.npy", vector)
+    with pytest.raises(SpeakerError) as err:
+        load_voiceprints(store=store, model_sha256=SHA)
+    assert str(store / "Carol.json") in str(err.value) and why in str(err.value), str(err.value)
+
+
+def test_float16_and_float64_voiceprints_are_fine(store: Path) -> None:
+    for name, dtype in (("Half", np.float16), ("Double", np.float64)):
+        _write(store, name, _unit(9))
+        np.save(store / f"{name}.npy", _unit(9).astype(dtype))
+    assert sorted(load_voiceprints(store=store, model_sha256=SHA)) == ["Alice", "Bob", "Double", "Half"]
+
+
+def test_a_huge_or_foreign_file_is_refused_without_reading_it(store: Path, monkeypatch) -> None:
+    with open(store / "Bob.npy", "r+b") as fh:
+        fh.truncate(10 * 1024 * 1024)  # sparse: a huge vector file
+    loads, real_load = [], np.load
+    monkeypatch.setattr(np, "load", lambda path, *a, **k: loads.append(Path(path).name) or real_load(path, *a, **k))
+    with pytest.raises(SpeakerError, match=r"Bob.npy: not a usable voiceprint: 10485760 bytes"):
+        list_voiceprints(store=store)
+    assert "Bob.npy" not in loads
+    monkeypatch.undo()
+    np.savez(open(store / "Bob.npy", "wb"), v=_unit(2))  # an .npz archive under the .npy name
+    with pytest.raises(SpeakerError, match="not a NumPy .npy array"):
+        list_voiceprints(store=store)
+    np.save(store / "Bob.npy", _unit(2))
+    (store / "Bob.json").write_text("[1, 2, 3]")
+    with pytest.raises(SpeakerError, match="Bob.json: unreadable voiceprint"):
+        list_voiceprints(store=store)
+
+
+@pytest.mark.parametrize("name", ["SPEAKER_01", "a+b", "-rf", "tab\there", "nl\nx", "bidi\u202eevil", " pad"])
+def test_a_file_name_enrol_would_refuse_is_refused_in_the_store(store: Path, name: str) -> None:
+    """A file dropped into the store under a name enrolment refuses (emoflow's own labels, the
+    overlap joiner, control characters) would name speakers wrongly in every table."""
+    _write(store, name, _unit(6))
+    with pytest.raises(SpeakerError) as err:
+        list_voiceprints(store=store)
+    message = str(err.value)
+    assert "not a valid speaker name" in message and len(message.splitlines()) == 1, message
+
+
+@pytest.mark.parametrize("first, second", [("Alice", "alice"), ("Jos\u00e9", "Jose\u0301"), ("STRASSE", "straße")])
+def test_two_voiceprints_for_one_name_are_refused(tmp_path: Path, first: str, second: str) -> None:
+    """Names that differ only in case or Unicode form are one person's name: two voiceprints for
+    it would label one speaker two ways (or one silently replace the other)."""
+    import unicodedata
+
+    root = tmp_path / "speakers"
+    _write(root, first, _unit(1))
+    raw = root / f"{second}.npy"
+    np.save(raw, _unit(2).astype(np.float32))
+    (root / f"{second}.json").write_text(json.dumps(
+        {"format": 1, "name": second, "model": {"id": "cam++", "sha256": SHA}, "sources": [], "created": "",
+         "speech_s": 3.0, "dimension": DIMENSION}))
+    if len(list(root.glob("*.json"))) < 2:
+        pytest.skip("the file system folds these names into one")
+    with pytest.raises(SpeakerError, match="two voiceprints for one speaker name"):
+        list_voiceprints(store=root)
+    from tasks.speakers.voiceprints import enroll
+
+    (root / f"{second}.json").unlink()
+    (root / f"{second}.npy").unlink()
+    if unicodedata.normalize("NFC", second) != unicodedata.normalize("NFC", first):  # NFC forms: the same name
+        with pytest.raises(SpeakerError, match="enrolled already"):
+            enroll(second, ["unused.wav"], store=root, embedder=object(), model_ref="unused")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -25,7 +26,7 @@ import numpy as np
 import soxr
 
 from tasks.core.config import AudioConfig
-from tasks.core.records import printable
+from tasks.core.records import one_line, printable
 from tasks.core.timebase import SAMPLE_RATE
 
 class AudioError(Exception):
@@ -36,7 +37,7 @@ class AudioError(Exception):
     def __init__(self, path: str | os.PathLike[str], detail: str = "") -> None:
         self.path = os.fsdecode(path)
         self.detail = detail
-        msg = f"{printable(self.path)}: {self.cause}"  # a non-UTF-8 name: bytes shown as \xNN
+        msg = f"{one_line(self.path)}: {self.cause}"  # one line whatever the name holds (\n, \xNN ...)
         if detail:
             msg += f" ({detail})"
         super().__init__(msg)
@@ -124,16 +125,26 @@ def _require_ffmpeg(path: str) -> None:
         raise DecoderMissingError(path)
 
 
+_RAN_OUT = re.compile(r"ended prematurely|Invalid PCM packet|invalid residual|Input buffer exhausted|"
+                      r"End of file|[Tt]runcated|incomplete frame", re.IGNORECASE)
+"""ffmpeg's words for a stream whose data stops in the middle of a frame, packet or sample: what a
+cut streamed FLAC (no sample count), WebM, fragmented MP4 or headerless PCM leaves, and with no
+declared duration to compare with, the only sign of it."""
+
+
 def _first_error_line(stderr: str, url: str = "") -> str:
     """ffmpeg's first message line without its ``[component]`` tag and without the file's
     own URL (the error already names the file), printable whatever bytes the name holds."""
+    if url:  # a name holding a line break must not split the message
+        stderr = stderr.replace(url, one_line(url))
+        url = one_line(url)
     for line in stderr.splitlines():
         line = line.strip()
         if line:
             line = line.split("] ", 1)[-1]
             if url and line.startswith(url + ": "):
                 line = line[len(url) + 2:]
-            return printable(line)[:200]
+            return one_line(line)[:200]
     return ""
 
 
@@ -426,6 +437,7 @@ def _decode(
     leftover = b""
     too_long = False
     non_finite = 0
+    over, over_peak = 0, 0.0  # float samples beyond full scale (integer PCM never is)
     assert proc.stdout is not None and proc.stderr is not None
     try:
         while True:
@@ -440,6 +452,11 @@ def _decode(
             if bad.any():  # NaN/inf (float WAVs can hold them) would spread through the resampler
                 non_finite += int(bad.sum())
                 frames = np.where(bad, np.float32(0), frames)
+            magnitude = np.abs(frames)
+            beyond = magnitude > 1.0
+            if beyond.any():  # clipped below: say so (a float file at the wrong scale is not speech)
+                over += int(beyond.sum())
+                over_peak = max(over_peak, float(magnitude.max()))
             n_in += frames.shape[0]
             if n_in > max_in_samples:
                 too_long = True
@@ -486,6 +503,9 @@ def _decode(
     warnings: list[str] = []
     if non_finite:
         warnings.append(f"{non_finite} non-finite sample(s) (NaN or infinity) replaced by silence")
+    if over:
+        warnings.append(f"{over} sample(s) beyond full scale (peak {over_peak:.4g}, {_dbfs(over_peak):+.1f} dBFS) "
+                        "clipped to -1..1")
     truncated = False
     if header_duration is not None and header_duration - duration > max(0.1, 0.02 * header_duration):
         truncated = True
@@ -493,6 +513,18 @@ def _decode(
         if cfg.on_truncated == "error":
             raise CorruptAudioError(p, f"truncated: {detail}")
         warnings.append(f"truncated: {detail}")
+    if not truncated and proc.returncode == 0:
+        from tasks.audio.framing import stream_cut
+
+        cut = stream_cut(p)  # MP3, ADTS and Ogg declare no duration: their framing tells a cut end
+        if cut is None and decode_error and _RAN_OUT.search(decode_error):
+            cut = f"the decoder ran out of data ({decode_error})"  # a streamed FLAC, WebM, PCM cut mid-sample
+            decode_error = ""
+        if cut is not None:
+            truncated = True
+            if cfg.on_truncated == "error":
+                raise CorruptAudioError(p, f"truncated: {cut}")
+            warnings.append(f"truncated: {cut}")
     if proc.returncode != 0:
         if cfg.on_truncated == "error":
             raise CorruptAudioError(p, decode_error or f"decoder exited with {proc.returncode}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import unicodedata
 from pathlib import Path
 from typing import Any, Literal
@@ -37,7 +38,7 @@ def _numeric(annotation: Any) -> bool:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)  # .inf is a mistake too
 
     @model_validator(mode="before")
     @classmethod
@@ -167,13 +168,15 @@ class DiarizationConfig(_Section):
     def _channel_names(cls, names: list[str] | None) -> list[str] | None:
         """Any Unicode name (spaces inside included), NFC-normalised; refused: empty, surrounding
         spaces, control/format characters or line breaks (they would split tables and logs), ``+``
-        (it joins the speakers of an overlap, ``A+B``), and repeats."""
+        (it joins the speakers of an overlap, ``A+B``), emoflow's own speaker labels
+        (``SPEAKER_00``, ``G00``; ``CHn`` except as channel n's own name), and repeats, also
+        those that differ only in case (``Agent``/``agent``: one speaker to a reader)."""
         if names is None:
             return None
         if not names:
             raise ValueError("channel_names must name at least one channel")
         out = []
-        for name in names:
+        for index, name in enumerate(names):
             name = unicodedata.normalize("NFC", name)
             why = None
             if not name.strip():
@@ -186,11 +189,16 @@ class DiarizationConfig(_Section):
                 why = "contains '+', which joins the speakers of an overlap"
             elif len(name) > 100:
                 why = "longer than 100 characters"
+            elif re.fullmatch(r"SPEAKER_\d+|G\d+|CH\d+", name) and name != f"CH{index}":
+                why = "emoflow's own label for another speaker (SPEAKER_xx, Gxx, CHx)"
             if why:
                 raise ValueError(f"channel name {name!r} is not valid ({why})")
             out.append(name)
-        if len(set(out)) < len(out):
-            raise ValueError(f"channel_names repeats a name: {out}")
+        folded = [n.casefold() for n in out]
+        if len(set(folded)) < len(folded):
+            again = next(n for i, n in enumerate(out) if folded[i] in folded[:i])
+            raise ValueError(f"channel_names repeats a name: {again!r} (names that differ only in case are one "
+                             f"name): {out}")
         return out
 
     @model_validator(mode="after")
@@ -329,6 +337,12 @@ def _one_line(err: ValidationError) -> str:
 
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Split ``section.key=value`` into a key path and a YAML-typed value."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes from the command line (a path's name)
+        shown = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise ConfigError(f"--set {shown!r}: not valid UTF-8 (a config value goes into the run's config.yaml and "
+                          "Prefect's records); use a path whose name is UTF-8") from None
     key, sep, raw = text.partition("=")
     path = [p for p in key.strip().split(".") if p]
     if not sep or len(path) < 2:

@@ -70,6 +70,20 @@ def printable(text: str) -> str:
         return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+def one_line(text: str) -> str:
+    """``text`` as it may appear inside one line of a message, a log line or the terminal:
+    :func:`printable`, and every character that is not printable (controls such as a tab, a
+    line feed, a carriage return or ESC, line and paragraph separators, invisible format and
+    bidi characters such as U+200B or U+202E) written as its Python escape (``\\n``,
+    ``\\x1b``, ``\\u2028``). A file name then cannot split, restyle or reorder a line.
+    Idempotent; plain text comes back unchanged."""
+    text = printable(str(text))
+    if all(ch.isprintable() or ch == " " for ch in text):
+        return text
+    return "".join(ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode("ascii")
+                   for ch in text)
+
+
 @dataclass(frozen=True)
 class Recording(_Record):
     """One input file: its run-unique id, where it was read from and its content hash (which

@@ -127,6 +127,9 @@ class NoSpaceError(OSError):
 class NotOwnedError(NotADirectoryError):
     """A link or a file stands where emoflow keeps a folder of its own."""
 
+    def __str__(self) -> str:  # "<path>: <why>", not "[Errno 20] <why>: '<path>'"
+        return f"{self.filename}: {self.strerror}" if self.filename else str(self.strerror)
+
 
 def real_dir(path: str | os.PathLike[str], *, base: str | os.PathLike[str]) -> Path:
     """Make folder ``path`` (and its parents up to ``base``, which must exist) and return it;

@@ -110,12 +110,15 @@ def evaluate_diarization(run_dir: str | Path, reference_rttm: str | Path, *,
     DataFrame with columns ``recording_id, der, missed, false_alarm, confusion`` (rates: seconds
     divided by the reference speech time), the same in seconds (``missed_s`` ...) and
     ``reference_s``; the last row, ``recording_id == "TOTAL"``, pools all recordings.
-    ``attrs["unscored"]`` lists run recordings that the reference does not cover.
+    ``attrs["unscored"]`` lists run recordings that the reference does not cover. A recording
+    whose reference holds no speech has NaN rates (its seconds are kept) and is listed in
+    ``attrs["no_reference_speech"]``.
 
     Raises
     ------
     EvaluationError
-        Missing or invalid files, or no recording in common.
+        Missing or invalid files, no recording in common, or no reference speech at all in the
+        scored recordings (every rate would be undefined).
     """
     from pyannote.database.util import load_uem
     from pyannote.metrics.diarization import DiarizationErrorRate
@@ -144,8 +147,15 @@ def evaluate_diarization(run_dir: str | Path, reference_rttm: str | Path, *,
             d = metric(refs[rid], hyps[rid], detailed=True, **kwargs)
             rows.append(_row(rid, d))
     rows.append(_row("TOTAL", metric.accumulated_))
+    if not rows[-1]["reference_s"] > 0:
+        where = " inside the UEM regions" if uems else ""
+        raise EvaluationError(
+            f"{reference_rttm}: the reference has no speech{where} for {', '.join(common)}: DER, missed, false "
+            f"alarm and confusion are undefined (nothing to divide by); the run has "
+            f"{rows[-1]['false_alarm_s']:.2f} s of speech there, all false alarm")
     df = pd.DataFrame(rows, columns=COLUMNS)
     df.attrs["unscored"] = [rid for rid in hyps if rid not in refs]
+    df.attrs["no_reference_speech"] = [r["recording_id"] for r in rows[:-1] if not r["reference_s"] > 0]
     df.attrs["collar"] = 0.0
     df.attrs["skip_overlap"] = False
     return df
@@ -156,9 +166,8 @@ def _row(rid: str, d: dict) -> dict:
     missed, fa, conf = (float(d.get(k, 0.0)) for k in ("missed detection", "false alarm", "confusion"))
 
     def rate(x: float) -> float:
-        if total > 0:
-            return x / total
-        return 0.0 if x == 0 else math.inf
+        # no reference speech: a rate is undefined (NaN, "n/a" in the table), never inf or 0
+        return x / total if total > 0 else math.nan
 
     return {"recording_id": rid, "der": rate(missed + fa + conf), "missed": rate(missed), "false_alarm": rate(fa),
             "confusion": rate(conf), "missed_s": missed, "false_alarm_s": fa, "confusion_s": conf,
@@ -169,10 +178,13 @@ def format_table(df: pd.DataFrame) -> str:
     """The evaluation as a plain-text table (rates in %, times in seconds), for the command line."""
     out = df.copy()
     for col in ("der", "missed", "false_alarm", "confusion"):
-        out[col] = (out[col] * 100).map(lambda v: f"{v:6.2f}%")
+        out[col] = (out[col] * 100).map(lambda v: f"{v:6.2f}%" if math.isfinite(v) else "    n/a")
     for col in ("missed_s", "false_alarm_s", "confusion_s", "reference_s"):
         out[col] = out[col].map(lambda v: f"{v:8.2f}")
     text = out.to_string(index=False)
     if df.attrs.get("unscored"):
         text += "\nnot in the reference (not scored): " + ", ".join(df.attrs["unscored"])
+    if df.attrs.get("no_reference_speech"):
+        text += ("\nno speech in the reference (rates n/a, seconds shown): "
+                 + ", ".join(df.attrs["no_reference_speech"]))
     return text + "\n(collar 0 s, overlapped speech scored)"

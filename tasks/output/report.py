@@ -22,6 +22,8 @@ import io
 import json
 import logging
 import math
+import os
+import stat
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -298,7 +300,7 @@ def _recording_section(data: RunData, rid: str, cfg: ReportConfig, plots: PlotCa
     # timeline (also written next to the recording's artefacts)
     png = plots.png("timeline", [seg[[c for c in TIMELINE_COLUMNS if c in seg.columns]], rid, duration],
                     lambda: timeline_figure(seg, recording_id=rid, duration=duration))
-    if cfg.timeline_png:
+    if cfg.timeline_png and _owned_dir(rec_dir, data.run_dir):  # never into a linked folder
         atomic_write_bytes(rec_dir / "timeline.png", png)
     parts.append("<h3>Timeline</h3>" + _img(png, f"timeline of {rid}", "plot timeline"))
     # per-speaker distribution
@@ -563,15 +565,41 @@ def render_report(data: RunData, cfg: ReportConfig, *, plots: PlotCache | None =
 REPORT_NAME = "report.html"
 
 
-def remove_report(run_dir: str | Path) -> None:
-    """Remove ``report.html`` of ``run_dir`` (a link is removed, never followed; a folder of that
-    name is left to fail the report with its own message)."""
-    path = Path(run_dir) / REPORT_NAME
+def _owned_dir(path: Path, base: Path) -> bool:
+    """Whether ``path`` is an existing folder below ``base`` with no link (or file) on the way:
+    a folder emoflow may write into."""
     try:
-        if path.is_symlink() or path.is_file():
-            path.unlink()
-    except FileNotFoundError:
-        pass
+        parts = path.relative_to(base).parts
+    except ValueError:
+        return False
+    current = base
+    for part in parts:
+        current = current / part
+        try:
+            if not stat.S_ISDIR(os.lstat(current).st_mode):
+                return False
+        except OSError:
+            return False
+    return True
+
+
+STALE_OUTPUTS = (REPORT_NAME, "clusters.csv", "clusters.png")
+"""What an earlier run or command derived from a run directory's tables (the report,
+``emoflow cluster``'s default output): removed when a run writes new tables, so none of it is
+left describing other results."""
+
+
+def remove_report(run_dir: str | Path) -> None:
+    """Remove ``report.html`` of ``run_dir`` and the other :data:`STALE_OUTPUTS` (a link is
+    removed, never followed; a folder of that name is left to fail the report with its own
+    message)."""
+    for name in STALE_OUTPUTS:
+        path = Path(run_dir) / name
+        try:
+            if path.is_symlink() or path.is_file():
+                path.unlink()
+        except FileNotFoundError:
+            pass
 
 
 def build_report(run_dir: str | Path, *, config: ReportConfig | None = None) -> Path:
@@ -594,7 +622,12 @@ def build_report(run_dir: str | Path, *, config: ReportConfig | None = None) -> 
             config = ReportConfig.model_validate(data.config.get("report") or {})
         except Exception:  # noqa: BLE001 - an old or foreign config: fall back to the defaults
             config = ReportConfig()
-    plots = PlotCache(data.run_dir / ".emoflow" / "plots")
+    from tasks.core.storage import real_dir
+
+    try:  # kept renders only in a folder of emoflow's own: a link there is neither read nor written
+        plots = PlotCache(real_dir(data.run_dir / ".emoflow" / "plots", base=data.run_dir))
+    except OSError:
+        plots = PlotCache(None)
     text = render_report(data, config, plots=plots)
     plots.prune()
     return atomic_write_text(data.run_dir / REPORT_NAME, text)

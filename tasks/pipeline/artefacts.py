@@ -9,7 +9,8 @@ Nothing found on disk is trusted as it is: :meth:`ArtefactStore.commit` records 
 size and sha256 in ``meta.json`` (and :func:`commit_published` in the published folder's
 ``.export.json``), and every reuse checks the folder against that record
 (:func:`verify_files`): a file edited in place, truncated, replaced, deleted or added, a symlink
-or anything but a regular file makes the artefact *bad*; the runner moves it aside with one
+or anything but a regular file, an artefact folder that is a link, or one whose ``meta.json``
+names another stage or key (another artefact copied in its place) makes the artefact *bad*; the runner moves it aside with one
 warning line and computes it again under the same key. A file's digest is computed once per
 process per (path, inode, size, mtime, ctime), so a run reads each artefact's bytes once.
 
@@ -162,10 +163,13 @@ def discard(folder: Path) -> None:
     """Move a bad artefact folder aside (one rename, so nothing reads it again) and remove it."""
     aside = folder.parent / f".{folder.name}.bad-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        os.rename(folder, aside)
+        os.rename(folder, aside)  # a symbolic link is renamed itself, never what it points to
     except FileNotFoundError:
         return  # another worker discarded it first
-    shutil.rmtree(aside, ignore_errors=True)
+    if aside.is_symlink() or not aside.is_dir():
+        aside.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def stage_key(*parts: Any) -> str:
@@ -194,13 +198,28 @@ class ArtefactStore:
         (moved aside and removed) and None returned; ``on_bad(path, reason)`` is told first.
         """
         p = self.path(stage, key)
-        if not (p / META).is_file() or (p / META).is_symlink():
+        try:
+            mode = os.lstat(self.root / stage).st_mode
+        except OSError:
+            return None
+        if not stat.S_ISDIR(mode):  # a link (or a file) in a stage folder's place: never read through it
+            if on_bad is not None:
+                on_bad(self.root / stage, f"{'a symbolic link' if stat.S_ISLNK(mode) else 'not a folder'} where the "
+                                          "store keeps a stage folder; removed (a link itself, never what it points to)")
+            discard(self.root / stage)
+            return None
+        if not p.is_symlink() and (not (p / META).is_file() or (p / META).is_symlink()):
             return None
         try:
+            if p.is_symlink():  # another artefact (or anything) linked in under this key
+                raise BadArtefact("the folder is a symbolic link")
             try:
                 meta = read_meta(p)
             except (OSError, ValueError):
                 raise BadArtefact(f"{META} is unreadable") from None
+            if not isinstance(meta, dict) or meta.get("stage") != stage or meta.get("key") != key:
+                made = f"{meta.get('stage')}/{meta.get('key')}" if isinstance(meta, dict) else "?"
+                raise BadArtefact(f"it was made as {made}, not under this key (a copy of another artefact)")
             stamps = self._read_stamps(stage, key)
             vouched = verify_files(p, meta.get(FILES) if isinstance(meta, dict) else None, stamps=stamps)
         except BadArtefact as exc:
@@ -249,7 +268,7 @@ class ArtefactStore:
     def commit(self, stage: str, key: str, tmp: Path, meta: dict[str, Any]) -> Path:
         """Record every file's size and sha256, write ``meta.json`` last and move ``tmp`` into
         place atomically."""
-        meta = {**meta, FILES: record_files(tmp)}
+        meta = {**meta, "stage": stage, "key": key, FILES: record_files(tmp)}  # get() checks both
         _fsync_tree(tmp)
         (tmp / META).write_text(json.dumps(meta, indent=2, sort_keys=True))
         final = self.path(stage, key)

@@ -15,6 +15,7 @@ from typing import Any
 
 from tasks.core.config import Config
 from tasks.core.errors import first_line
+from tasks.core.records import one_line
 from tasks.core.storage import atomic_write_json
 from tasks.pipeline.job import RecordingJob
 
@@ -50,7 +51,7 @@ class RunSummary:
         lines = [f"emoflow: {self.recordings} recording(s) processed, {len(self.failed)} failed, "
                  f"{self.segments} segment(s), {self.drilled} drilled; results in {self.out_dir}"]
         for f in self.failed:
-            lines.append(f"  failed: {f['message']} [{f['stage']}]")
+            lines.append(f"  failed: {one_line(f['message'])} [{f['stage']}]")  # a line each, whatever a name holds
         return "\n".join(lines)
 
 
@@ -78,7 +79,8 @@ def finalize(jobs: list[RecordingJob], outcomes: list[dict[str, Any]], run: dict
             "failed": outcome["failure"],
         }
     # the previous run's report goes before this run's tables are written: report.html is there
-    # only when this run wrote it (a failed or disabled report leaves none, never a stale one)
+    # only when this run wrote it (a failed or disabled report leaves none, never a stale one), and
+    # clusters.csv/png of an earlier `emoflow cluster` go too (they describe the old tables)
     from tasks.output.report import remove_report
 
     remove_report(out)

@@ -13,7 +13,7 @@ import os
 import stat
 from pathlib import Path
 
-from tasks.core.records import printable
+from tasks.core.records import one_line, printable
 
 RUN_MARKER = ".emoflow"
 """The folder every run directory holds (artefacts, lock); its presence marks a run directory."""
@@ -28,7 +28,8 @@ def input_failure(path: str, message: str) -> dict[str, str]:
     """The failures-table row of an input that cannot be read: ``<path>: <message>`` (a name that
     is not valid UTF-8 shown with its bytes as ``\\xNN``)."""
     shown = printable(os.fsdecode(path))
-    return {"input": shown, "stage": "load", "error": "UnreadableInputError", "message": f"{shown}: {message}"}
+    return {"input": shown, "stage": "load", "error": "UnreadableInputError",
+            "message": f"{one_line(shown)}: {one_line(message)}"}
 
 
 def os_reason(exc: OSError, path: str | os.PathLike[str]) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 
 from tasks.core.config import Config
 from tasks.core.errors import RunError
-from tasks.core.records import Recording, assign_recording_ids, printable
+from tasks.core.records import Recording, assign_recording_ids, one_line, printable
 from tasks.core.storage import sha256_file
 from tasks.models.vetting import resolve_models
 from tasks.pipeline.job import DEFAULT_REGISTRY, RecordingJob
@@ -23,7 +23,7 @@ def plan_run(inputs: list[str], *, config: Config, out_dir: str | os.PathLike[st
     """Find the inputs and resolve the models (fail fast); writes nothing."""
     files, failures = discover_inputs(inputs, extensions=config.audio.extensions, exclude=[Path(out_dir)])
     if not files and not failures:
-        shown = " ".join(printable(str(i)) for i in inputs)
+        shown = " ".join(one_line(str(i)) for i in inputs)
         raise RunError(f"no audio files found in {shown} (extensions: {' '.join(config.audio.extensions)})")
     return {"files": files, "failures": failures, "models": resolve_models(config)}
 

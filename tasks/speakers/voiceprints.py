@@ -282,6 +282,12 @@ def enroll(
     if not files:
         raise SpeakerError(f"{name}: no files to enrol from")
     root = Path(store) if store is not None else default_store()
+    if root.is_dir():  # "alice" beside "Alice" would be two voiceprints for one person
+        for other in sorted(root.glob("*.json")):
+            if other.stem != name and _same_name(other.stem, name):
+                raise SpeakerError(f"{name}: {other.stem!r} is enrolled already (the names differ only in case or "
+                                   f"Unicode form); enrol under that name to replace it, or remove it first: "
+                                   f"emoflow speakers remove {other.stem}")
     model_id, model_sha = current_model(model_ref)
     if embedder is None:
         from tasks.speakers.campplus import load_embedding_model
@@ -316,6 +322,11 @@ DIMENSION = 192
 """The length of a CAM++ voiceprint (the model's embedding size)."""
 NORM_TOLERANCE = 1e-2
 """A voiceprint is a unit vector (enrolment normalises it): its norm must be 1 within this."""
+MAX_VECTOR_BYTES = 64 * 1024
+"""A voiceprint's ``.npy`` is under 2 kB (192 float32 or float64 and a header): a larger file is
+refused before it is read (a huge file would be read whole into memory)."""
+MAX_META_BYTES = 1024 * 1024
+"""The most a voiceprint's ``.json`` may hold (its facts and source list are a few kB)."""
 
 
 def _regular(path: Path) -> bool:
@@ -330,6 +341,8 @@ def _read(meta: Path) -> Voiceprint:
     """The voiceprint of ``meta`` (``NAME.json`` beside ``NAME.npy``), checked: both regular
     files (a link is refused, never followed), the inner name equal to the file's, the vector
     192 finite numbers of norm 1."""
+    from tasks.core.records import one_line
+
     vec_path = meta.with_suffix(".npy")
     for p in (meta, vec_path):
         if p.is_symlink():
@@ -338,11 +351,28 @@ def _read(meta: Path) -> Voiceprint:
     if not _regular(vec_path):
         raise SpeakerError(f"{vec_path}: voiceprint vector missing or not a regular file; enrol "
                            f"{meta.stem} again")
+    try:  # the file name is the speaker's name in every table: it must be one enrol would take
+        name = check_name(meta.stem)
+    except SpeakerError as exc:
+        raise SpeakerError(f"{one_line(str(meta))}: not a usable voiceprint: {one_line(str(exc))}; rename or "
+                           "remove the file") from None
+    for p, limit in ((meta, MAX_META_BYTES), (vec_path, MAX_VECTOR_BYTES)):
+        size = os.lstat(p).st_size
+        if size > limit:
+            raise SpeakerError(f"{p}: not a usable voiceprint: {size} bytes, more than a voiceprint's {limit} "
+                               f"(not read); enrol again: emoflow speakers enroll {name} FILE...")
     try:
         facts = json.loads(meta.read_text(encoding="utf-8"))
         vector = np.load(vec_path, allow_pickle=False)
+        if not isinstance(facts, dict):
+            raise TypeError(f"a JSON {type(facts).__name__}, not an object")
+        if not isinstance(vector, np.ndarray):  # np.load opens an .npz archive too
+            getattr(vector, "close", lambda: None)()
+            raise TypeError(f"{vec_path.name} is not a NumPy .npy array")
+        kind = np.asarray(vector).dtype
         vp = Voiceprint(
-            name=str(facts["name"]), vector=np.asarray(vector, dtype=np.float32).reshape(-1),
+            name=str(facts["name"]),
+            vector=np.asarray(vector, dtype=np.float32).reshape(-1) if kind.kind == "f" else np.zeros(0, np.float32),
             model_id=str(facts["model"]["id"]), model_sha256=str(facts["model"]["sha256"]),
             sources=list(facts.get("sources", [])), created=str(facts.get("created", "")),
             speech_s=float(facts.get("speech_s", 0.0)),
@@ -350,7 +380,9 @@ def _read(meta: Path) -> Voiceprint:
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise SpeakerError(f"{meta}: unreadable voiceprint ({type(exc).__name__}: {str(exc)[:120]})") from None
     why = None
-    if unicodedata.normalize("NFC", vp.name) != unicodedata.normalize("NFC", meta.stem):
+    if kind.kind != "f":  # complex, integer, boolean or text numbers are not a CAM++ embedding
+        why = f"its vector holds {kind} values, a voiceprint holds floating-point numbers"
+    elif unicodedata.normalize("NFC", vp.name) != name:
         why = f"it holds the name {vp.name!r}, not {meta.stem!r} (a renamed file): rename it back, or enrol again"
     elif np.asarray(vector).ndim != 1 or vp.vector.shape != (DIMENSION,):
         why = f"its vector has shape {tuple(np.asarray(vector).shape)}, a CAM++ voiceprint has ({DIMENSION},)"
@@ -360,8 +392,13 @@ def _read(meta: Path) -> Voiceprint:
         why = f"its vector has norm {float(np.linalg.norm(vp.vector)):.4g}, a voiceprint has norm 1"
     if why:
         raise SpeakerError(f"{meta}: not a usable voiceprint: {why}; enrol again: "
-                           f"emoflow speakers enroll {meta.stem} FILE...")
-    return vp
+                           f"emoflow speakers enroll {name} FILE...")
+    return Voiceprint(name, vp.vector, vp.model_id, vp.model_sha256, vp.sources, vp.created, vp.speech_s)
+
+
+def _same_name(a: str, b: str) -> bool:
+    """Whether two speaker names are one name to a person (NFC, case-folded)."""
+    return unicodedata.normalize("NFC", a).casefold() == unicodedata.normalize("NFC", b).casefold()
 
 
 def list_voiceprints(*, store: str | os.PathLike[str] | None = None) -> list[Voiceprint]:
@@ -383,7 +420,15 @@ def list_voiceprints(*, store: str | os.PathLike[str] | None = None) -> list[Voi
         raise SpeakerError(f"{root}: not a speakers directory (a file)")
     metas = [p for p in sorted(root.glob("*.json"))
              if not p.name.startswith(".") and (p.is_symlink() or _regular(p))]
-    return [_read(p) for p in metas]
+    prints = [_read(p) for p in metas]
+    seen: dict[str, Path] = {}
+    for meta, vp in zip(metas, prints):  # Alice.json and alice.json (or José in NFC and NFD): which one?
+        key = unicodedata.normalize("NFC", vp.name).casefold()
+        if key in seen:
+            raise SpeakerError(f"{seen[key]} and {meta}: two voiceprints for one speaker name (they differ only "
+                               "in case or Unicode form); delete the one that is wrong")
+        seen[key] = meta
+    return prints
 
 
 def remove(name: str, *, store: str | os.PathLike[str] | None = None) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from tasks.core.records import one_line
 from tasks.pipeline import layout
 from tasks.pipeline.stage import Stage, StageContext
 
@@ -54,7 +55,7 @@ def compute(ctx: StageContext) -> dict[str, Any]:
     if changed:
         raise ChangedInputError(path)
     for warning in info.warnings:
-        _warn(f"{ctx.job.source_path}: {warning}")
+        _warn(f"{one_line(ctx.job.source_path)}: {warning}")
     if channels.shape[0] >= 2:
         layout.write_audio(ctx.out, channels, name=layout.CHANNELS)
         layout.write_audio(ctx.out, channels.mean(axis=0, dtype=np.float32))  # = load_audio's mix
