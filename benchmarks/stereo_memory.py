@@ -72,6 +72,9 @@ def main() -> int:
     ap.add_argument("--minutes", type=float, default=60)
     ap.add_argument("--channels", default="auto", choices=["auto", "mix", "split"],
                     help="diarization.channels (mix: today's mono path on the same call, for comparison)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="config override, e.g. transcribe.enabled=false on a machine without SenseVoice "
+                         "(planning the run resolves every enabled model; the stages measured here do not use it)")
     ap.add_argument("--build-only", metavar="PATH", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.build_only:  # in a child process, so building the call does not count in the peak
@@ -95,7 +98,7 @@ def main() -> int:
     from tasks.models.testmodels import build_emotion2vec_dir
 
     cfg = load_config(None, [f"emotion.model={build_emotion2vec_dir(work / 'e2v', size='tiny')}",
-                             f"diarization.channels={args.channels}"])
+                             f"diarization.channels={args.channels}", *args.set])
     load_diarization_pipeline(cfg.diarization)
     load_embedding_model(cfg.diarization.embedding_model, cfg.diarization.device)
     base = peak_mb()

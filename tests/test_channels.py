@@ -237,3 +237,81 @@ def test_config_keys() -> None:
         load_config(None, ["diarization.channels=stereo"])
     with pytest.raises(ConfigError):
         load_config(None, ["diarization.channel_names=[a, a]"])
+
+
+def test_raw_stretches_sample_the_whole_call() -> None:
+    """A call up to the sample is covered whole; a longer one by equal, disjoint, evenly spaced
+    stretches from its first sample to its last, totalling the sample."""
+    from tasks.diarization.channels import raw_stretches
+
+    assert raw_stretches(n=100 * SR, sample_s=240.0) == [(0, 100 * SR)]
+    assert raw_stretches(n=240 * SR, sample_s=240.0) == [(0, 240 * SR)]
+    for minutes in (4.1, 20, 60, 600):
+        n = int(minutes * 60 * SR)
+        got = raw_stretches(n=n, sample_s=240.0, stretch_s=60.0)
+        assert len(got) == 4 and got[0][0] == 0 and got[-1][1] == n
+        assert {b - a for a, b in got} == {60 * SR}
+        assert all(b <= a2 for (_, b), (a2, _) in zip(got, got[1:]))
+        starts = np.diff([a for a, _ in got])
+        assert starts.max() - starts.min() <= 1
+    assert sum(b - a for a, b in raw_stretches(n=3600 * SR, sample_s=100.0, stretch_s=30.0)) <= 100 * SR
+
+
+def test_raw_samples_grow_to_the_whole_call() -> None:
+    """A short call is covered whole at once; a long one by samples that double from the first
+    size and end with the whole call."""
+    from tasks.diarization.channels import raw_samples
+
+    assert raw_samples(n=200 * SR, whole_s=240.0) == [[(0, 200 * SR)]]
+    n = 20 * 60 * SR
+    got = raw_samples(n=n, whole_s=240.0, sample_s=60.0, stretch_s=15.0)
+    sizes = [sum(b - a for a, b in stretches) / SR for stretches in got]
+    assert sizes == [60.0, 120.0, 240.0, 480.0, 960.0, 1200.0] and got[-1] == [(0, n)]
+    assert all(b - a <= 15 * SR for stretches in got[:-1] for a, b in stretches)
+    assert all(s[0][0] == 0 and s[-1][1] == n for s in got)
+
+
+def test_raw_pass_on_a_sample_of_the_call(call, decision, monkeypatch) -> None:
+    """The detector's pass before cancellation runs on the sample's stretches only, their frames
+    placed at their time on the call's grid; a short call gets the whole pass (and each
+    channel's audio goes through the detector once per pass); samples with too few bleed-path
+    frames grow to the whole call."""
+    from tasks.diarization import channels as mod
+
+    channels, _ = call
+    n = channels.shape[1]
+    assert decision.figures["raw_pass_s"] == pytest.approx(n / SR, abs=0.1)
+    whole, seen, start, step = mod.raw_speech(channels, stretches=[(0, n)], model_ref=CFG.segmentation_model)
+    assert seen.all()
+    part = (n // 3, 2 * n // 3)
+    probs, seen, start2, step2 = mod.raw_speech(channels, stretches=[part], model_ref=CFG.segmentation_model)
+    assert (start2, step2) == (start, step) and probs.shape[1] <= whole.shape[1]
+    times = start + step * np.flatnonzero(seen)
+    assert times.min() >= part[0] / SR - step and times.max() < part[1] / SR
+    assert seen.sum() * step == pytest.approx((part[1] - part[0]) / SR, abs=2 * step)
+    assert not probs[:, ~seen].any()
+    # in place: the stretch's speech is where the whole pass hears it (a shift would break this)
+    heard, heard_whole = probs[:, seen] > 0.5, whole[:, : probs.shape[1]][:, seen] > 0.5
+    assert np.mean(heard == heard_whole) > 0.9
+
+    runs: list[int] = []
+    real = mod.speech_probability
+
+    def counted(audio, **kw):
+        runs.append(len(audio))
+        return real(audio, **kw)
+
+    monkeypatch.setattr(mod, "speech_probability", counted)
+    ev = mod.channel_evidence(channels, config=CFG)
+    assert sum(runs) == 2 * n + n * sum(any(k[1] == c for k in ev.filters) for c in range(2))
+    runs.clear()
+    mod.channel_evidence(channels[:1], config=CFG, whole_s=0.0, sample_s=4.0, stretch_s=2.0)
+    assert runs == [n]  # one channel: nothing to measure or cancel, one pass over all of it
+    runs.clear()
+    # samples of 4 s and 8 s in 2 s stretches, each too thin, then the whole call
+    fallback = mod.channel_evidence(channels, config=CFG, whole_s=0.0, sample_s=4.0, stretch_s=2.0,
+                                    enough_frames=10**6)
+    assert runs[:12] == [2 * SR] * 12 and runs[12:14] == [n, n]
+    assert fallback.facts["raw_pass_s"] == pytest.approx(n / SR, abs=0.1)
+    np.testing.assert_array_equal(fallback.probs, ev.probs)
+    np.testing.assert_array_equal(fallback.heard_raw, ev.heard_raw)

@@ -12,7 +12,8 @@ Three public steps:
     :class:`ChannelDecision` says which and why (one line for the manifest) with its figures.
 :func:`channel_activity`
     Who speaks when, per channel, on the speech detector's frame grid: the bleed path between
-    each channel pair (delay and filter) is measured where one channel talks alone and
+    each channel pair (delay and filter) is measured where one channel talks alone (the
+    detector's view of the raw channels, on a sample of a long recording) and
     subtracted from the other, and the detector the pipeline already uses
     (:func:`tasks.audio.vad.speech_probability`) decides speech on what is left; noise is the
     detector's to reject, whatever it is. A frame whose energy the remaining bleed explains is
@@ -42,6 +43,25 @@ ChannelMode = Literal["auto", "mix", "split"]
 SPEECH_THRESHOLD = 0.5
 """Speech probability above which a channel's frame is heard as speech before its bleed is
 cancelled (as the denoise stage's VAD): the frames the bleed paths are measured on."""
+RAW_WHOLE_S = 240.0
+"""The detector's pass before cancellation (it only finds where each channel talks alone, to
+measure the bleed paths on) covers all of a recording up to this long: a sample would save
+little there, and short calls hold little such evidence (the ``speech_kept.py --seeds 1,2``
+calls, 46-118 s, show 19-440 bleed-path frames per pair on the whole call)."""
+RAW_SAMPLE_S = 60.0
+"""A longer recording's pass first covers this much of it, in evenly spaced stretches
+(:func:`raw_stretches`), twice as much each time a sample shows some channel pair fewer than
+:data:`RAW_ENOUGH_FRAMES` bleed-path frames, up to the whole recording (:func:`raw_samples`)."""
+RAW_STRETCH_S = 15.0
+"""Longest stretch of a sample."""
+RAW_ENOUGH_FRAMES = 150
+"""Bleed-path frames (:func:`bleed_filters`: 64 ms STFT frames where one channel talks alone)
+a sample must show every channel pair (~10 s of each side talking alone). Measured on
+``benchmarks/stereo_memory.py``'s 20-minute call: a 240 s sample (4 stretches) showed ~1300 per
+pair, 120 s ~660, 60 s (4 x 15 s) 280-370; each gave the whole call's delays, gains within
+0.2 dB and 0.006 / 0.007 / 0.013 % of frames decided otherwise. ``speech_kept.py --seeds 1,2``
+with a forced 20 s sample of each call (4-66 frames per pair on seed 2 at 10 dB, no retry): 3 of
+32 calls got a wrong delay or lost a filter (10 dB DER 0.93 -> 3.10 %)."""
 OWN_SPEECH_THRESHOLD = 0.85
 """Speech probability, on a channel with the other channels' bleed cancelled, above which a
 frame may be that channel's speech. Chosen on ``benchmarks/speech_kept.py --seeds 1,2`` (32 calls,
@@ -210,10 +230,11 @@ def channel_activity(
     other channels' bleed cancelled.
 
     1. The detector (:func:`tasks.audio.vad.speech_probability`, ``config.segmentation_model``)
-       runs on every channel; where one channel talks alone (its detector hears speech, it is
-       10 dB above its floor and above the other's excess) the bleed path into each other
-       channel is measured (:func:`bleed_filters`: delay and filter) and subtracted
-       (:func:`cancel_bleed`): what is left of the other voice is typically 20-40 dB below it.
+       runs on every channel (on all of a recording up to :data:`RAW_WHOLE_S`, else on evenly
+       spaced stretches of it: :func:`raw_samples`); where one channel talks alone (its
+       detector hears speech, it is 10 dB above its floor and above the other's excess) the
+       bleed path into each other channel is measured (:func:`bleed_filters`: delay and
+       filter) and subtracted (:func:`cancel_bleed`): what is left of the other voice is typically 20-40 dB below it.
     2. The detector runs again on each channel that had bleed cancelled: a frame is speech when
        it hears speech there (probability above ``threshold``) and, where it is not sure
        (below :data:`SURE_SPEECH`), the frame's energy is above the channel's own noise floor
@@ -242,8 +263,9 @@ def channel_activity(
     -------
     ChannelActivity
         ``facts`` holds, per channel pair, the frames the bleed path was measured on, its delay,
-        its gain before (``bleed_db``) and after cancellation (``residual_db``), and per channel
-        the seconds of speech its detector heard before and after.
+        its gain before (``bleed_db``) and after cancellation (``residual_db``); per channel the
+        seconds of speech its detector heard before cancellation (``heard_s``, within the
+        ``raw_pass_s`` seconds that pass covered) and the seconds decided speech (``speech_s``).
     """
     return decide_activity(channel_evidence(channels, config=config), threshold=threshold, margin_db=margin_db)
 
@@ -253,13 +275,16 @@ class ChannelEvidence:
     """What :func:`channel_activity` decides from (the costly part: the detector runs and the
     bleed cancellation): per channel the detector's probability with the other channels' bleed
     cancelled (``probs``), its energy around each frame (``energy``), frames inside the audio
-    (``inside``), the detector's raw decision before cancellation (``heard_raw``), the grid and
-    the bleed paths (``filters``, ``facts``)."""
+    (``inside``), the detector's raw decision before cancellation (``heard_raw``, False outside
+    the stretches the raw pass covered), the frames that pass covered (``raw_seen``: all of a
+    recording up to :data:`RAW_WHOLE_S`), the grid and the bleed paths (``filters``,
+    ``facts``)."""
 
     probs: np.ndarray
     energy: np.ndarray
     inside: np.ndarray
     heard_raw: np.ndarray
+    raw_seen: np.ndarray
     frame_start: float
     frame_step: float
     duration: float
@@ -267,34 +292,175 @@ class ChannelEvidence:
     facts: dict[str, Any]
 
 
-def channel_evidence(channels: np.ndarray, *, config: DiarizationConfig) -> ChannelEvidence:
+def raw_stretches(*, n: int, sample_s: float = RAW_SAMPLE_S,
+                  stretch_s: float = RAW_STRETCH_S) -> list[tuple[int, int]]:
+    """Where the detector runs on the channels before their bleed is cancelled: sample ranges
+    ``(start, stop)`` of a recording of ``n`` samples.
+
+    The whole recording (one range) when it is at most ``sample_s`` long; otherwise
+    ``ceil(sample_s / stretch_s)`` equal, disjoint stretches totalling ``sample_s``, evenly
+    spaced from the first sample to the last (the call's start, end and middle all count).
+
+    Parameters
+    ----------
+    n : int
+        Samples in the recording (16 kHz).
+    sample_s : float
+        Seconds the stretches total at most.
+    stretch_s : float
+        Longest stretch (s).
+
+    Returns
+    -------
+    list of (int, int)
+        Sorted, disjoint ranges within ``[0, n)``.
+    """
+    total = int(round(sample_s * SAMPLE_RATE))
+    if n <= total:
+        return [(0, n)]
+    count = max(1, int(np.ceil(sample_s / stretch_s)))
+    length = total // count
+    starts = np.round(np.linspace(0, n - length, count)).astype(int)
+    return [(int(a), int(a) + length) for a in starts]
+
+
+def raw_samples(*, n: int, whole_s: float = RAW_WHOLE_S, sample_s: float = RAW_SAMPLE_S,
+                stretch_s: float = RAW_STRETCH_S) -> list[list[tuple[int, int]]]:
+    """The samples the detector's pass before cancellation tries in turn on a recording of ``n``
+    samples (:func:`channel_evidence` stops at the first that shows enough bleed-path frames).
+
+    Up to ``whole_s``: the whole recording only. Longer: ``sample_s`` seconds in stretches of
+    at most ``stretch_s`` (:func:`raw_stretches`), then twice, four times... as much while that
+    is shorter than the recording, and last the whole recording.
+
+    Parameters
+    ----------
+    n : int
+        Samples in the recording (16 kHz).
+    whole_s : float
+        Recordings up to this long are covered whole at once.
+    sample_s : float
+        Seconds of the first sample.
+    stretch_s : float
+        Longest stretch (s).
+
+    Returns
+    -------
+    list of list of (int, int)
+        Each sample's sorted, disjoint ranges; the last is ``[(0, n)]``.
+    """
+    out = []
+    size = sample_s
+    while n > max(whole_s, size) * SAMPLE_RATE:
+        out.append(raw_stretches(n=n, sample_s=size, stretch_s=stretch_s))
+        size *= 2
+    return out + [[(0, n)]]
+
+
+def raw_speech(channels: np.ndarray, *, stretches: list[tuple[int, int]],
+               model_ref: str | None) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """Speech probability of each channel before its bleed is cancelled, on the detector's frame
+    grid of the whole recording, found by running the detector
+    (:func:`tasks.audio.vad.speech_probability`) on ``stretches`` only (:func:`raw_stretches`).
+
+    A stretch's frames are placed on the recording's grid by their time; those whose centre
+    falls past a stretch's end (the detector pads its last window) are dropped, except after
+    the recording's last sample. With one stretch covering the recording the probabilities are
+    the detector's on the whole channel.
+
+    Parameters
+    ----------
+    channels : np.ndarray
+        (channels, n) float samples at 16 kHz.
+    stretches : list of (int, int)
+        Sample ranges the detector runs on.
+    model_ref : str or None
+        The detector's model (``DiarizationConfig.segmentation_model``).
+
+    Returns
+    -------
+    probs : np.ndarray
+        (channels, frames) float32; 0 outside the stretches.
+    seen : np.ndarray
+        (frames,) bool: frames the stretches covered.
+    frame_start, frame_step : float
+        The grid: frame ``i`` is centred at ``frame_start + i * frame_step`` s.
+    """
+    count, n = channels.shape
+    pieces: list[tuple[int, list[np.ndarray]]] = []
+    start = step = 0.0
+    for a, b in stretches:
+        found = []
+        for c in range(count):
+            p, start, step = speech_probability(channels[c, a:b], model_ref=model_ref)
+            found.append(p)
+        keep = min(len(p) for p in found)
+        if b < n:  # frames centred past the stretch hold the detector's padding
+            keep = min(keep, int(np.ceil(((b - a) / SAMPLE_RATE - start) / step)))
+        offset = int(round(a / SAMPLE_RATE / step))
+        pieces.append((offset, [p[:keep] for p in found]))
+    frames = max(offset + len(ps[0]) for offset, ps in pieces)
+    probs = np.zeros((count, frames), dtype=np.float32)
+    seen = np.zeros(frames, dtype=bool)
+    for offset, ps in pieces:
+        for c, p in enumerate(ps):
+            probs[c, offset : offset + p.size] = p
+        seen[offset : offset + ps[0].size] = True
+    return probs, seen, float(start), float(step)
+
+
+def _fit_frames(x: np.ndarray, frames: int) -> np.ndarray:
+    """``x`` cut or padded with zeros (False) along its last axis to ``frames``."""
+    if x.shape[-1] >= frames:
+        return x[..., :frames]
+    return np.concatenate((x, np.zeros(x.shape[:-1] + (frames - x.shape[-1],), dtype=x.dtype)), axis=-1)
+
+
+def channel_evidence(channels: np.ndarray, *, config: DiarizationConfig, whole_s: float = RAW_WHOLE_S,
+                     sample_s: float = RAW_SAMPLE_S, stretch_s: float = RAW_STRETCH_S,
+                     enough_frames: int = RAW_ENOUGH_FRAMES) -> ChannelEvidence:
     """The detector's view of each channel once the others' bleed is cancelled
-    (:func:`channel_activity`, steps 1-2, before any decision)."""
+    (:func:`channel_activity`, steps 1-2, before any decision).
+
+    The detector's pass before cancellation only finds where one channel talks alone, to
+    measure the bleed paths on: on a recording longer than ``whole_s`` it runs on a sample
+    (``sample_s`` seconds in evenly spaced stretches of ``stretch_s``), doubled while it shows
+    some channel pair fewer than ``enough_frames`` bleed-path frames, up to the whole recording
+    (:func:`raw_samples`, :func:`raw_speech`). The pass after cancellation covers the whole
+    recording, once per channel; a channel that has nothing cancelled reuses the first pass
+    when that covered the whole recording, so the detector never runs twice on all of a
+    channel's audio.
+    """
     channels = np.atleast_2d(np.asarray(channels, dtype=np.float32))
     count, n = channels.shape
     duration = n / SAMPLE_RATE
-    raw: list[np.ndarray] = []
-    start = step = 0.0
-    for c in range(count):
-        p, start, step = speech_probability(channels[c], model_ref=config.segmentation_model)
-        raw.append(p)
-    frames = min(len(p) for p in raw)
-    # frames past the end of the audio (the detector pads its last window) are not speech
-    centres = start + step * np.arange(frames)
-    inside = centres < duration
-    heard_raw = np.stack([p[:frames] for p in raw]) > SPEECH_THRESHOLD
     facts: dict[str, Any] = {}
     filters: dict = {}
-    if count >= 2:
-        filters, facts["bleed_paths"] = bleed_filters(channels, talking=heard_raw, frame_start=start, frame_step=step)
+    # one channel has no bleed to measure: its one pass is the whole recording's
+    samples = raw_samples(n=n, whole_s=whole_s, sample_s=sample_s, stretch_s=stretch_s) if count >= 2 else [[(0, n)]]
+    for stretches in samples:
+        whole = stretches == [(0, n)]
+        raw, seen, start, step = raw_speech(channels, stretches=stretches, model_ref=config.segmentation_model)
+        talking = raw > SPEECH_THRESHOLD
+        if count >= 2:
+            filters, facts["bleed_paths"] = bleed_filters(channels, talking=talking, frame_start=start, frame_step=step)
+        shown = [path["frames"] for path in facts.get("bleed_paths", {}).values()]
+        if whole or min(shown, default=enough_frames) >= enough_frames:
+            break
     probs, energy = [], []
     for c in range(count):  # one cancelled channel at a time: memory stays at one more channel
         mine = {key: f for key, f in filters.items() if key[1] == c}
         own = cancel_bleed(channels, mine, channel=c) if mine else channels[c]
-        probs.append(speech_probability(own, model_ref=config.segmentation_model)[0][:frames] if mine else raw[c][:frames])
-        energy.append(_frame_energy(own, centres=centres, half_s=ENERGY_WINDOW_S / 2))
+        p = raw[c] if whole and not mine else speech_probability(own, model_ref=config.segmentation_model)[0]
+        probs.append(p)
+        energy.append(_frame_energy(own, centres=start + step * np.arange(p.size), half_s=ENERGY_WINDOW_S / 2))
         del own
-    return ChannelEvidence(np.stack(probs), np.stack(energy), inside, heard_raw, float(start), float(step),
+    frames = min(p.size for p in probs)
+    # frames past the end of the audio (the detector pads its last window) are not speech
+    inside = start + step * np.arange(frames) < duration
+    facts["raw_pass_s"] = round(float(np.sum(_fit_frames(seen, frames) & inside) * step), 1)
+    return ChannelEvidence(np.stack([p[:frames] for p in probs]), np.stack([e[:frames] for e in energy]), inside,
+                           _fit_frames(talking, frames), _fit_frames(seen, frames), float(start), float(step),
                            float(duration), filters, facts)
 
 
@@ -340,7 +506,7 @@ def decide_activity(ev: ChannelEvidence, *, threshold: float = OWN_SPEECH_THRESH
         left = float(residual_db[o, c])
         facts["bleed_paths"][f"{o}-{c}"].update(bleed_db=round(float(bleed_db[o, c]), 1),
                                                  residual_db=round(left, 1) if np.isfinite(left) else None)
-    facts["heard_s"] = [round(float(heard_raw[c, inside].sum() * step), 1) for c in range(count)]
+    facts["heard_s"] = [round(float(heard_raw[c, inside & ev.raw_seen].sum() * step), 1) for c in range(count)]
     facts["speech_s"] = [round(float(speech[c].sum() * step), 1) for c in range(count)]
     return ChannelActivity(
         speech=speech, own_db=own_db.astype(np.float32), bleed_db=bleed_db,
