@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
@@ -47,13 +48,13 @@ def literal(text: Any) -> str:
     return str(text).replace("$", r"\$")
 
 
-def png_bytes(fig: Figure, *, dpi: int = 100) -> bytes:
-    """Render ``fig`` as PNG bytes."""
+def png_bytes(fig: Figure, *, dpi: int = 100, metadata: dict[str, str] | None = None) -> bytes:
+    """Render ``fig`` as PNG bytes (``metadata``: extra PNG text chunks)."""
     import matplotlib
 
     buf = io.BytesIO()
     with matplotlib.rc_context({"text.usetex": False}):  # names are text, never LaTeX
-        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", metadata=metadata)
     return buf.getvalue()
 
 
@@ -93,9 +94,13 @@ class PlotCache:
 
     def png(self, name: str, inputs: Any, build: Callable[[], Figure]) -> bytes:
         """The PNG of ``build()``, drawn only when no render of (``name``, ``inputs``) is kept."""
+        return self.png_bytes(name, inputs, lambda: png_bytes(build()))
+
+    def png_bytes(self, name: str, inputs: Any, render: Callable[[], bytes]) -> bytes:
+        """The PNG ``render()`` returns, called only when no render of (``name``, ``inputs``) is kept."""
         if self.folder is None:
             self.drawn += 1
-            return png_bytes(build())
+            return render()
         h = hashlib.sha256(f"{name}\0{self._code}\0".encode())
         _digest(inputs, h)
         key = h.hexdigest()[:32]
@@ -111,7 +116,7 @@ class PlotCache:
             except OSError:
                 pass
             path.unlink(missing_ok=True)
-        png = png_bytes(build())
+        png = render()
         self.drawn += 1
         from tasks.core.storage import atomic_write_bytes
 
@@ -270,30 +275,128 @@ def speaker_distribution_figure(dist: pd.DataFrame, *, title: str = "") -> Figur
     return fig
 
 
+HISTOGRAM_DPI = 100
+THRESHOLD_COLOUR = "#d62728"
+_AXES_KEY = "emoflow:axes"  # PNG text chunk of a histogram base: where its data coordinates lie
+
+
+def _histogram_axes(confidence: Iterable[float], bins: int) -> tuple[Figure, Any, np.ndarray]:
+    """The histogram without the threshold: the figure, its axes and the finite confidences."""
+    from matplotlib.figure import Figure
+
+    conf = np.asarray([c for c in confidence if c == c], dtype=float)
+    fig = Figure(figsize=(7, 2.8), dpi=HISTOGRAM_DPI)
+    ax = fig.add_subplot(111)
+    ax.hist(conf, bins=np.linspace(0, 1, bins + 1), color="#4c72b0", edgecolor="white")
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("confidence of the top emotion")
+    ax.set_ylabel("segments")
+    ax.set_title("confidence histogram", fontsize=10, loc="left")
+    return fig, ax, conf
+
+
+def threshold_caption(conf: np.ndarray, *, threshold: float, drilled: int) -> str:
+    """The histogram's note beside the threshold line."""
+    below = int((conf < threshold).sum())
+    return f"  threshold {threshold:g}\n  {below} of {conf.size} below\n  {int(drilled)} drilled down"
+
+
 def confidence_histogram_figure(confidence: Iterable[float], *, threshold: float, drilled: int,
                                 bins: int = 20) -> Figure:
     """Histogram of top-label confidences with the screening threshold drawn.
 
     ``drilled`` is how many segments the run drilled down (its ``drilled`` column): with
-    drill-down disabled that is 0 however many fall below the threshold.
+    drill-down disabled that is 0 however many fall below the threshold. The report draws the
+    same picture as :func:`confidence_histogram_png` (the bars kept, the threshold added).
     """
-    from matplotlib.figure import Figure
+    fig, ax, conf = _histogram_axes(confidence, bins)
+    ax.axvline(threshold, color=THRESHOLD_COLOUR, linestyle="--", linewidth=1.5)
+    ax.text(threshold, ax.get_ylim()[1] * 0.95, threshold_caption(conf, threshold=threshold, drilled=drilled),
+            color=THRESHOLD_COLOUR, va="top", fontsize=8,
+            bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "none", "pad": 1.5})
+    return fig
+
+
+def confidence_histogram_base_png(confidence: Iterable[float], *, bins: int = 20) -> bytes:
+    """The histogram's bars and axes as PNG, with where its data coordinates lie in the
+    picture (a PNG text chunk): x pixels of confidence 0 and 1, y pixels of count 0 and the
+    axes' top, the top's count. :func:`confidence_histogram_png` draws the threshold on it."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig, ax, _ = _histogram_axes(confidence, bins)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    import matplotlib
+
+    box = fig.get_tightbbox(renderer).padded(matplotlib.rcParams["savefig.pad_inches"])
+    ymax = float(ax.get_ylim()[1])
+    (x0, y0), (x1, y1) = ax.transData.transform([(0.0, 0.0), (1.0, ymax)])
+    left, top = box.x0 * HISTOGRAM_DPI, box.y1 * HISTOGRAM_DPI
+    axes = {"x0": x0 - left, "x1": x1 - left, "y0": top - y0, "y1": top - y1, "ymax": ymax}
+    return png_bytes(fig, dpi=HISTOGRAM_DPI, metadata={_AXES_KEY: json.dumps(axes)})
+
+
+def confidence_histogram_png(confidence: Iterable[float], *, threshold: float, drilled: int,
+                             cache: "PlotCache | None" = None, bins: int = 20) -> bytes:
+    """The report's confidence histogram: :func:`confidence_histogram_figure`'s picture.
+
+    The bars depend on the confidences only and are kept in ``cache``; the threshold line
+    and its note are drawn on them with Pillow (matplotlib's dashes, font and box), so a
+    rerun with another ``screen.threshold`` neither imports matplotlib nor draws the bars.
+    """
+    from PIL import Image, ImageDraw
 
     conf = np.asarray([c for c in confidence if c == c], dtype=float)
-    fig = Figure(figsize=(7, 2.8))
-    ax = fig.add_subplot(111)
-    ax.hist(conf, bins=np.linspace(0, 1, bins + 1), color="#4c72b0", edgecolor="white")
-    ax.axvline(threshold, color="#d62728", linestyle="--", linewidth=1.5)
-    below = int((conf < threshold).sum())
-    ax.text(threshold, ax.get_ylim()[1] * 0.95,
-            f"  threshold {threshold:g}\n  {below} of {conf.size} below\n  {int(drilled)} drilled down",
-            color="#d62728", va="top", fontsize=8,
-            bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "none", "pad": 1.5})
-    ax.set_xlim(0, 1)
-    ax.set_xlabel("confidence of the top emotion")
-    ax.set_ylabel("segments")
-    ax.set_title("confidence histogram", fontsize=10, loc="left")
-    return fig
+    build = lambda: confidence_histogram_base_png(conf, bins=bins)  # noqa: E731
+    base = (cache or PlotCache(None)).png_bytes("histogram-base", [conf, bins], build)
+    with Image.open(io.BytesIO(base)) as im:
+        axes = json.loads(im.text[_AXES_KEY])
+        picture = im.convert("RGB")
+    px = HISTOGRAM_DPI / 72.0  # pixels per point
+    x = axes["x0"] + (axes["x1"] - axes["x0"]) * float(threshold)
+    draw = ImageDraw.Draw(picture)
+    width = max(1, round(1.5 * px))
+    dash, gap = 3.7 * 1.5 * px, 1.6 * 1.5 * px  # matplotlib's "--", scaled by the line width
+    xl = round(x - width / 2)
+    y, bottom = axes["y1"], axes["y0"]
+    while y < bottom:  # Pillow's rectangles include both corners: the last row is one before the end
+        draw.rectangle([xl, round(y), xl + width - 1, round(min(y + dash, bottom)) - 1], fill=THRESHOLD_COLOUR)
+        y += dash + gap
+    font = _dejavu(8 * px)
+    caption = threshold_caption(conf, threshold=threshold, drilled=drilled)
+    spacing = 0.2 * 8 * px  # matplotlib's line spacing 1.2
+    ty = axes["y1"] + (axes["y0"] - axes["y1"]) * 0.05  # 95 % of the axes' height
+    left, top, right, bottom = draw.multiline_textbbox((x, ty), caption, font=font, spacing=spacing)
+    pad = 1.5 * px
+    box = (left - pad, ty - pad, right + pad, bottom + pad)
+    if box[2] + 1 > picture.width:  # a note near confidence 1 runs past the bars' picture: widen it
+        wider = Image.new("RGB", (int(math.ceil(box[2] + 2 * px)), picture.height), "white")
+        wider.paste(picture, (0, 0))
+        picture = wider
+        draw = ImageDraw.Draw(picture)
+    overlay = Image.new("RGBA", picture.size, (0, 0, 0, 0))
+    ImageDraw.Draw(overlay).rectangle(box, fill=(255, 255, 255, int(0.85 * 255)))
+    picture = Image.alpha_composite(picture.convert("RGBA"), overlay).convert("RGB")
+    ImageDraw.Draw(picture).multiline_text((x, ty), caption, font=font, fill=THRESHOLD_COLOUR, spacing=spacing)
+    out = io.BytesIO()
+    picture.save(out, format="PNG", dpi=(HISTOGRAM_DPI, HISTOGRAM_DPI))
+    return out.getvalue()
+
+
+def _dejavu(size: float):
+    """DejaVu Sans (matplotlib's default font, from its package folder) at ``size`` pixels,
+    found without importing matplotlib; Pillow's default font where it is missing."""
+    import importlib.util
+
+    from PIL import ImageFont
+
+    spec = importlib.util.find_spec("matplotlib")
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder) / "mpl-data" / "fonts" / "ttf" / "DejaVuSans.ttf"
+        if path.is_file():
+            return ImageFont.truetype(str(path), size=size)
+    return ImageFont.load_default(size=size)
 
 
 def scores_bar_figure(scores: Sequence[float], *, title: str = "") -> Figure:

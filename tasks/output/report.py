@@ -39,7 +39,7 @@ from tasks.output.export import SCORE_COLUMNS
 from tasks.output.plots import (
     EMOTION_COLOURS,
     EMOTION_EMOJI,
-    confidence_histogram_figure,
+    confidence_histogram_png,
     frame_curves_figure,
     PlotCache,
     speaker_distribution,
@@ -519,8 +519,7 @@ def render_report(data: RunData, cfg: ReportConfig, *, plots: PlotCache | None =
 
     out.append('<section id="confidence"><h2>Confidence histogram</h2>')
     conf = scored["confidence"]
-    out.append(_img(plots.png("histogram", [conf, threshold, n_drilled],
-                              lambda: confidence_histogram_figure(conf, threshold=threshold, drilled=n_drilled)),
+    out.append(_img(confidence_histogram_png(conf, threshold=threshold, drilled=n_drilled, cache=plots),
                     f"confidence histogram, threshold {threshold:g}, {n_drilled} drilled down", "plot histogram"))
     out.append("</section>")
 
