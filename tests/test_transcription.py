@@ -18,6 +18,7 @@ from tasks.transcription import captions
 from tasks.transcription.captions import to_srt, to_vtt
 from tasks.transcription.sensevoice import (
     DEFAULT_BATCH_SECONDS,
+    SINGLE_THREAD_BATCH_SECONDS,
     ClipTooShortError,
     ClipTranscript,
     SenseVoiceCheckpointError,
@@ -162,7 +163,7 @@ def test_default_batching_follows_the_thread_count():
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        assert default_batch_seconds("cpu") == 0.0
+        assert default_batch_seconds("cpu") == SINGLE_THREAD_BATCH_SECONDS
         assert default_batch_seconds("cuda") == DEFAULT_BATCH_SECONDS
         torch.set_num_threads(2)
         assert default_batch_seconds("cpu") == DEFAULT_BATCH_SECONDS

@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 
 MIN_SAMPLES = 400  # one 25 ms analysis window
 DEFAULT_BATCH_SECONDS = 60.0
+SINGLE_THREAD_BATCH_SECONDS = 8.0  # short clips of like length share a pass; long ones stay alone
 MODEL_CLASS = "SenseVoiceSmall"
 DEFAULT_BPE_FILE = "chn_jpn_yue_eng_ko_spectok.bpe.model"
 DEFAULT_CMVN_FILE = "am.mvn"
@@ -546,20 +547,24 @@ def clip_features(sv: SenseVoiceModel, clip: np.ndarray, *, seed: int | None):
 
 
 def default_batch_seconds(device: str) -> float:
-    """Padded audio per forward pass when the caller does not say: 0 (one clip per forward)
-    on a single-threaded CPU, :data:`DEFAULT_BATCH_SECONDS` otherwise.
+    """Padded audio per forward pass when the caller does not say:
+    :data:`SINGLE_THREAD_BATCH_SECONDS` on a single-threaded CPU, :data:`DEFAULT_BATCH_SECONDS`
+    otherwise.
 
-    Measured with the full-size model on a shared 2-core CPU (``benchmarks/transcribe_speed.py``):
-    one torch thread, padded 60 s batches cost 3-12 % more CPU than one clip per forward
-    (padding is wasted work); two threads, they took about half the time (bigger matrix
-    products, far fewer thread hand-offs per second of audio). The transcripts are the same
-    either way (the CTC log-probabilities of a clip came out bit-identical in and out of a
-    padded batch, and the tests compare the transcripts).
+    Measured with the full-size model on a 2-core CPU, two single-threaded workers, the 68
+    segments (161 s) of 10 AMI excerpts: one clip per forward 13.7-14.6 s; padded budgets of
+    4 / 6 / 8 / 12 / 16 / 30 / 60 s: 11.6 / 11.3 / 11.2 / 11.2 / 11.3 / 12.3 / 15.1 s. A small
+    budget only groups clips of like length (a 5 s clip cannot share 8 s with a 3 s one), so
+    little is padded while a short clip's fixed per-pass cost is shared; 60 s batches pad
+    too much for one thread. With two threads 60 s batches took about half the time of one
+    clip per forward (bigger matrix products, far fewer thread hand-offs). The transcripts are
+    the same either way (the CTC log-probabilities of a clip came out bit-identical in and out
+    of a padded batch, and the tests compare the transcripts).
     """
     import torch
 
     if str(device) == "cpu" and torch.get_num_threads() == 1:
-        return 0.0
+        return SINGLE_THREAD_BATCH_SECONDS
     return DEFAULT_BATCH_SECONDS
 
 
