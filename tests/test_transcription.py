@@ -159,6 +159,16 @@ def test_batches_group_by_padded_duration():
     assert sorted(i for b in batches(lengths, batch_seconds=100) for i in b) == [0, 1, 2, 3]
 
 
+def test_single_thread_budget_pairs_only_clips_of_like_length():
+    # the one-thread CPU default: short clips of like length share a pass, a long clip stays alone,
+    # and a short clip never pads up to a long one
+    lengths = [int(16000 * s) for s in (9.0, 1.6, 5.0, 1.9, 2.5, 3.0, 1.7)]
+    groups = batches(lengths, batch_seconds=SINGLE_THREAD_BATCH_SECONDS)
+    assert groups == [[0], [2], [5, 4], [3, 6, 1]]
+    for g in groups:
+        assert len(g) == 1 or len(g) * max(lengths[i] for i in g) <= SINGLE_THREAD_BATCH_SECONDS * 16000
+
+
 def test_default_batching_follows_the_thread_count():
     before = torch.get_num_threads()
     try:
