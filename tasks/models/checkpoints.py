@@ -47,12 +47,17 @@ class UnsafeCheckpointError(CheckpointLoadError):
 
 
 def convert_hint(path: str | os.PathLike[str]) -> str:
-    """A one-line command that converts a pickled state dict to safetensors (run it elsewhere)."""
+    """A one-line command that converts a pickled state dict to safetensors (run it elsewhere).
+
+    The command itself loads with ``weights_only=True``: on a file that needs more, torch's own
+    error names each global and how to allow it, so nothing is allowed unseen.
+    """
     p = Path(path)
     target = p.with_name("model.safetensors")
     return (
-        "convert it to safetensors on a machine you trust: python -c \"import torch, safetensors.torch as s; "
-        f"c = torch.load('{p}', weights_only=False); c = c.get('model', c); "
+        "convert it to safetensors, allowing only globals you have checked (torch's error names each one, "
+        "torch.serialization.add_safe_globals allows it), on a machine you trust: python -c \"import torch, "
+        f"safetensors.torch as s; c = torch.load('{p}', weights_only=True); c = c.get('model', c); "
         f"s.save_file({{k: v.contiguous().clone() for k, v in c.items()}}, '{target}')\""
     )
 
