@@ -223,7 +223,16 @@ def test_histogram_threshold_drawn_where_matplotlib_draws_it(threshold):
 
     from PIL import Image
 
-    from tasks.output.plots import confidence_histogram_figure, confidence_histogram_png, png_bytes
+    from tasks.output.plots import THRESHOLD_COLOUR, _histogram_axes, confidence_histogram_png, png_bytes, \
+        threshold_caption
+
+    def confidence_histogram_figure(conf, *, threshold, drilled):  # the same picture, all matplotlib
+        fig, ax, conf = _histogram_axes(conf, 20)
+        ax.axvline(threshold, color=THRESHOLD_COLOUR, linestyle="--", linewidth=1.5)
+        ax.text(threshold, ax.get_ylim()[1] * 0.95, threshold_caption(conf, threshold=threshold, drilled=drilled),
+                color=THRESHOLD_COLOUR, va="top", fontsize=8,
+                bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "none", "pad": 1.5})
+        return fig
 
     conf = np.random.default_rng(3).beta(5, 2, size=120)
     ours = np.asarray(Image.open(io.BytesIO(confidence_histogram_png(conf, threshold=threshold, drilled=4)))

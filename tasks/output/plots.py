@@ -280,11 +280,16 @@ THRESHOLD_COLOUR = "#d62728"
 _AXES_KEY = "emoflow:axes"  # PNG text chunk of a histogram base: where its data coordinates lie
 
 
+def _finite(confidence: Iterable[float]) -> np.ndarray:
+    """The confidences a histogram counts (NaN, a segment not scored, left out)."""
+    return np.asarray([c for c in confidence if c == c], dtype=float)
+
+
 def _histogram_axes(confidence: Iterable[float], bins: int) -> tuple[Figure, Any, np.ndarray]:
     """The histogram without the threshold: the figure, its axes and the finite confidences."""
     from matplotlib.figure import Figure
 
-    conf = np.asarray([c for c in confidence if c == c], dtype=float)
+    conf = _finite(confidence)
     fig = Figure(figsize=(7, 2.8), dpi=HISTOGRAM_DPI)
     ax = fig.add_subplot(111)
     ax.hist(conf, bins=np.linspace(0, 1, bins + 1), color="#4c72b0", edgecolor="white")
@@ -301,34 +306,17 @@ def threshold_caption(conf: np.ndarray, *, threshold: float, drilled: int) -> st
     return f"  threshold {threshold:g}\n  {below} of {conf.size} below\n  {int(drilled)} drilled down"
 
 
-def confidence_histogram_figure(confidence: Iterable[float], *, threshold: float, drilled: int,
-                                bins: int = 20) -> Figure:
-    """Histogram of top-label confidences with the screening threshold drawn.
-
-    ``drilled`` is how many segments the run drilled down (its ``drilled`` column): with
-    drill-down disabled that is 0 however many fall below the threshold. The report draws the
-    same picture as :func:`confidence_histogram_png` (the bars kept, the threshold added).
-    """
-    fig, ax, conf = _histogram_axes(confidence, bins)
-    ax.axvline(threshold, color=THRESHOLD_COLOUR, linestyle="--", linewidth=1.5)
-    ax.text(threshold, ax.get_ylim()[1] * 0.95, threshold_caption(conf, threshold=threshold, drilled=drilled),
-            color=THRESHOLD_COLOUR, va="top", fontsize=8,
-            bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "none", "pad": 1.5})
-    return fig
-
-
 def confidence_histogram_base_png(confidence: Iterable[float], *, bins: int = 20) -> bytes:
     """The histogram's bars and axes as PNG, with where its data coordinates lie in the
     picture (a PNG text chunk): x pixels of confidence 0 and 1, y pixels of count 0 and the
     axes' top, the top's count. :func:`confidence_histogram_png` draws the threshold on it."""
+    import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     fig, ax, _ = _histogram_axes(confidence, bins)
     canvas = FigureCanvasAgg(fig)
     canvas.draw()
     renderer = canvas.get_renderer()
-    import matplotlib
-
     box = fig.get_tightbbox(renderer).padded(matplotlib.rcParams["savefig.pad_inches"])
     ymax = float(ax.get_ylim()[1])
     (x0, y0), (x1, y1) = ax.transData.transform([(0.0, 0.0), (1.0, ymax)])
@@ -339,15 +327,16 @@ def confidence_histogram_base_png(confidence: Iterable[float], *, bins: int = 20
 
 def confidence_histogram_png(confidence: Iterable[float], *, threshold: float, drilled: int,
                              cache: "PlotCache | None" = None, bins: int = 20) -> bytes:
-    """The report's confidence histogram: :func:`confidence_histogram_figure`'s picture.
+    """The report's confidence histogram of top-label confidences, the screening threshold drawn.
 
-    The bars depend on the confidences only and are kept in ``cache``; the threshold line
+    ``drilled`` is how many segments the run drilled down (its ``drilled`` column): with
+    drill-down disabled that is 0 however many fall below the threshold. The bars depend on the confidences only and are kept in ``cache``; the threshold line
     and its note are drawn on them with Pillow (matplotlib's dashes, font and box), so a
     rerun with another ``screen.threshold`` neither imports matplotlib nor draws the bars.
     """
     from PIL import Image, ImageDraw
 
-    conf = np.asarray([c for c in confidence if c == c], dtype=float)
+    conf = _finite(confidence)
     build = lambda: confidence_histogram_base_png(conf, bins=bins)  # noqa: E731
     base = (cache or PlotCache(None)).png_bytes("histogram-base", [conf, bins], build)
     with Image.open(io.BytesIO(base)) as im:
