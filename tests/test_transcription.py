@@ -194,6 +194,48 @@ def test_batched_equals_one_clip_per_forward(sv, clips, language, itn, monkeypat
     assert batched == single
 
 
+def test_padded_batches_compute_only_real_frames_and_stay_bit_identical(sv, clips, monkeypatch):
+    """In a batch of unlike lengths the linear layers compute only the real frames; the CTC
+    log-probabilities of every clip's real frames are bit-identical to one clip per pass and to
+    the same batch computed with its padding."""
+    import contextlib
+
+    import torch.nn.functional as F
+
+    from tasks.transcription import sensevoice
+    from tasks.transcription.sensevoice import QUERY_FRAMES, clip_features
+
+    frames = [int(clip_features(sv, c, seed=0)[1]) + QUERY_FRAMES for c in clips]
+    assert len(set(frames)) > 1
+    outputs, rows = [], []
+    compute = type(sv.model.ctc).log_softmax
+    monkeypatch.setattr(type(sv.model.ctc), "log_softmax", lambda self, x: outputs.append(compute(self, x)) or outputs[-1])
+    linear = F.linear
+    monkeypatch.setattr(F, "linear", lambda x, w, b=None: rows.append(x.numel() // x.shape[-1]) or linear(x, w, b))
+
+    def real_logprobs(batch_seconds):
+        outputs.clear()
+        rows.clear()
+        out = transcribe_clips(sv, clips, batch_seconds=batch_seconds)
+        if batch_seconds:
+            (lp,) = outputs
+            (order,) = batches([c.size for c in clips], batch_seconds=batch_seconds)  # longest first
+            return out, [lp[order.index(i), :n] for i, n in enumerate(frames)]
+        return out, [lp[0, :n] for lp, n in zip(outputs, frames)]
+
+    single, single_lp = real_logprobs(0)
+    packed, packed_lp = real_logprobs(40)
+    assert max(rows) == sum(frames)  # the packed layers saw the real frames only
+    with monkeypatch.context() as m:
+        m.setattr(sensevoice, "packed_linears", lambda model: contextlib.nullcontext())
+        padded, padded_lp = real_logprobs(40)
+        assert max(rows) == len(clips) * max(frames)
+    assert packed == single == padded
+    for a, b, c in zip(single_lp, packed_lp, padded_lp):
+        assert torch.equal(a, b) and torch.equal(a, c)
+    assert all("forward" not in vars(m) for m in sv.model.modules())  # the layers are restored
+
+
 def test_parallel_forwards_equal_one_at_a_time(sv, clips, monkeypatch):
     """Passes run in several threads (one torch thread each) give the transcripts of one pass
     at a time, in input order, with progress to the end; the CTC output layer still runs once

@@ -559,7 +559,9 @@ def default_batch_seconds(device: str) -> float:
     too much for one thread. With two threads 60 s batches took about half the time of one
     clip per forward (bigger matrix products, far fewer thread hand-offs). The transcripts are
     the same either way (the CTC log-probabilities of a clip came out bit-identical in and out
-    of a padded batch, and the tests compare the transcripts).
+    of a padded batch, and the tests compare the transcripts). Since the linear layers skip the
+    padding (:func:`packed_linears`) the 68 segments take 10.2 s instead of 11.0 s with 8 s
+    passes; larger budgets leave one worker idle at the end of a recording more often.
     """
     import torch
 
@@ -620,21 +622,80 @@ def reused_ctc_log_softmax(model):
         local.__dict__.clear()
 
 
+QUERY_FRAMES = 4
+"""Frames SenseVoice puts before a clip's features: language, event, emotion and text-norm queries."""
+
+_REAL_ROWS = threading.local()
+"""This thread's current padded batch: ``((batch, frames), flat indices of the real frames)``."""
+
+
+@contextlib.contextmanager
+def packed_linears(model):
+    """Within the block, the model's linear layers compute only the real frames of a padded batch.
+
+    A batch of clips of unlike length is padded to the longest; the linear layers (the encoder's
+    projections and feed-forward layers and the CTC output layer: ~85 % of the model's time on a
+    CPU) would otherwise compute every padded frame too. Here a linear layer that receives a
+    ``(batch, frames, features)`` tensor of the batch :func:`_infer` is running in this thread
+    gathers the real frames, runs on them alone and puts zeros in the padded rows.
+
+    The real frames' numbers are those of the padded computation: each row of a matrix product
+    is computed alone, and SenseVoice's encoder never lets a padded frame reach a real one (the
+    attention gives padded keys zero weight, the FSMN memory multiplies by the mask before its
+    convolution), while decoding reads only each clip's real frames. Tested: the CTC
+    log-probabilities of the real frames are bit-identical with and without packing.
+
+    Measured on the 68 segments (161 s) of 10 AMI excerpts, full-size model, two one-thread
+    workers, 8 s passes: 21.7 s unpacked, 20.2 s packed (the padding was 13 % of the frames).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and "forward" not in vars(m)]
+
+    def packed(layer):
+        def forward(x):
+            real = getattr(_REAL_ROWS, "rows", None)
+            if real is None or x.dim() != 3 or tuple(x.shape[:2]) != real[0]:
+                return F.linear(x, layer.weight, layer.bias)
+            (batch, frames), rows = real
+            y = F.linear(x.reshape(batch * frames, x.shape[-1]).index_select(0, rows), layer.weight, layer.bias)
+            out = y.new_zeros(batch * frames, y.shape[-1])
+            out.index_copy_(0, rows, y)
+            return out.view(batch, frames, y.shape[-1])
+        return forward
+
+    for layer in layers:
+        layer.forward = packed(layer)
+    try:
+        yield
+    finally:
+        for layer in layers:
+            del layer.forward  # the class method shows through again
+
+
 def _infer(sv: SenseVoiceModel, feats: list, *, language: str, itn: bool) -> list[dict[str, Any]]:
     """funasr's ``SenseVoiceSmall.inference`` on precomputed features (one padded batch); inside
-    :func:`reused_ctc_log_softmax`."""
+    :func:`reused_ctc_log_softmax` and :func:`packed_linears`."""
     import torch
     from torch.nn.utils.rnn import pad_sequence
 
     speech = pad_sequence([f[0][0] for f in feats], batch_first=True, padding_value=0.0)
     lengths = torch.cat([f[1] for f in feats]).to(torch.int32)
     keys = [f"clip{i}" for i in range(len(feats))]
-    with torch.no_grad():
-        results, _ = sv.model.inference(
-            data_in=speech, data_lengths=lengths, key=keys, tokenizer=sv.tokenizer, frontend=sv.frontend,
-            data_type="fbank", device=sv.device, language=language, use_itn=itn, output_timestamp=True,
-            ban_emo_unk=sv.ban_emo_unk,
-        )
+    if len(feats) > 1 and int(lengths.min()) < int(lengths.max()):
+        frames = int(lengths.max()) + QUERY_FRAMES
+        real = torch.arange(frames)[None, :] < (lengths[:, None] + QUERY_FRAMES)
+        _REAL_ROWS.rows = ((len(feats), frames), real.reshape(-1).nonzero().squeeze(1).to(sv.device))
+    try:
+        with torch.no_grad():
+            results, _ = sv.model.inference(
+                data_in=speech, data_lengths=lengths, key=keys, tokenizer=sv.tokenizer, frontend=sv.frontend,
+                data_type="fbank", device=sv.device, language=language, use_itn=itn, output_timestamp=True,
+                ban_emo_unk=sv.ban_emo_unk,
+            )
+    finally:
+        _REAL_ROWS.rows = None
     return results
 
 
@@ -694,7 +755,7 @@ def transcribe_clips(
     total_s, done_s = sum(a.size for a in audio) / SAMPLE_RATE, 0.0
     if progress is not None:
         progress(0.0, total_s)
-    with model.lock, reused_ctc_log_softmax(model.model):
+    with model.lock, reused_ctc_log_softmax(model.model), packed_linears(model.model):
         feats = [clip_features(model, a, seed=seed) for a in audio]  # input order: the noise too
         budget = default_batch_seconds(model.device) if batch_seconds is None else batch_seconds
         groups = batches([a.size for a in audio], batch_seconds=budget)
