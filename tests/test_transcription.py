@@ -25,6 +25,7 @@ from tasks.transcription.sensevoice import (
     SenseVoiceFilesError,
     batches,
     default_batch_seconds,
+    plan_passes,
     load_sensevoice,
     parse_rich_text,
     transcribe_clips,
@@ -164,9 +165,46 @@ def test_single_thread_budget_pairs_only_clips_of_like_length():
     # and a short clip never pads up to a long one
     lengths = [int(16000 * s) for s in (9.0, 1.6, 5.0, 1.9, 2.5, 3.0, 1.7)]
     groups = batches(lengths, batch_seconds=SINGLE_THREAD_BATCH_SECONDS)
-    assert groups == [[0], [2], [5, 4], [3, 6, 1]]
+    assert SINGLE_THREAD_BATCH_SECONDS == 12.0
+    assert groups == [[0], [2, 5], [4, 3, 6, 1]]
     for g in groups:
         assert len(g) == 1 or len(g) * max(lengths[i] for i in g) <= SINGLE_THREAD_BATCH_SECONDS * 16000
+
+
+def test_plan_passes_deals_every_worker_a_like_share():
+    lengths = [int(16000 * s) for s in (9.0, 1.6, 5.0, 1.9, 2.5, 3.0, 1.7, 4.0, 0.3)]
+    assert plan_passes(lengths, batch_seconds=12, workers=1) == [batches(lengths, batch_seconds=12)]
+    assert plan_passes([], batch_seconds=12, workers=2) == []
+    assert plan_passes([16000], batch_seconds=12, workers=2) == [[[0]]]
+    plans = plan_passes(lengths, batch_seconds=12, workers=2)
+    assert len(plans) == 2
+    dealt = [sorted(i for group in plan for i in group) for plan in plans]
+    assert sorted(dealt[0] + dealt[1]) == list(range(len(lengths)))  # every clip exactly once
+    loads = [sum(lengths[i] for i in idx) for idx in dealt]
+    assert abs(loads[0] - loads[1]) <= max(lengths)  # no worker holds more than one clip's audio over the other
+    # longest first to the lighter worker: 9 | 5, 4 | 3 (a tie: the first) | 2.5, 1.9 | 1.7 | 1.6 | 0.3 -> 14.0 s and 15.0 s
+    assert dealt == [[0, 5, 6, 8], [1, 2, 3, 4, 7]]
+    for plan in plans:
+        for group in plan:
+            assert len(group) == 1 or len(group) * max(lengths[i] for i in group) <= 12 * 16000
+    # more workers than clips: the idle ones get nothing; one clip per pass when no budget
+    assert plan_passes(lengths[:2], batch_seconds=0, workers=4) == [[[0]], [[1]]]
+
+
+def test_a_failing_pass_stops_the_workers_and_is_raised(sv, clips, monkeypatch):
+    from tasks.transcription import sensevoice
+
+    calls = []
+
+    def broken(model, feats, **kw):
+        calls.append(len(feats))
+        raise RuntimeError("pass failed")
+
+    monkeypatch.setattr(sensevoice, "_infer", broken)
+    with pytest.raises(RuntimeError, match="pass failed"):
+        transcribe_clips(sv, clips * 3, batch_seconds=0, workers=2)
+    assert 1 <= len(calls) < len(clips) * 3  # the others stopped after their current pass
+    assert all("forward" not in vars(m) for m in sv.model.modules()) and "log_softmax" not in vars(sv.model.ctc)
 
 
 def test_default_batching_follows_the_thread_count():

@@ -37,9 +37,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import queue
 import re
 import threading
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
@@ -54,7 +55,7 @@ log = logging.getLogger(__name__)
 
 MIN_SAMPLES = 400  # one 25 ms analysis window
 DEFAULT_BATCH_SECONDS = 60.0
-SINGLE_THREAD_BATCH_SECONDS = 8.0  # short clips of like length share a pass; long ones stay alone
+SINGLE_THREAD_BATCH_SECONDS = 12.0  # short clips of like length share a pass; long ones stay alone
 MODEL_CLASS = "SenseVoiceSmall"
 DEFAULT_BPE_FILE = "chn_jpn_yue_eng_ko_spectok.bpe.model"
 DEFAULT_CMVN_FILE = "am.mvn"
@@ -552,16 +553,19 @@ def default_batch_seconds(device: str) -> float:
     otherwise.
 
     Measured with the full-size model on a 2-core CPU, two single-threaded workers, the 68
-    segments (161 s) of 10 AMI excerpts: one clip per forward 13.7-14.6 s; padded budgets of
+    segments (161 s) of 10 AMI excerpts, one call per recording as the stage makes them:
+    before the padding was skipped, one clip per forward 13.7-14.6 s; padded budgets of
     4 / 6 / 8 / 12 / 16 / 30 / 60 s: 11.6 / 11.3 / 11.2 / 11.2 / 11.3 / 12.3 / 15.1 s. A small
     budget only groups clips of like length (a 5 s clip cannot share 8 s with a 3 s one), so
     little is padded while a short clip's fixed per-pass cost is shared; 60 s batches pad
-    too much for one thread. With two threads 60 s batches took about half the time of one
-    clip per forward (bigger matrix products, far fewer thread hand-offs). The transcripts are
-    the same either way (the CTC log-probabilities of a clip came out bit-identical in and out
-    of a padded batch, and the tests compare the transcripts). Since the linear layers skip the
-    padding (:func:`packed_linears`) the 68 segments take 10.2 s instead of 11.0 s with 8 s
-    passes; larger budgets leave one worker idle at the end of a recording more often.
+    too much for one thread, and leave a worker idle. Since the linear layers skip the padding
+    (:func:`packed_linears`) and each worker gets its own share of the clips
+    (:func:`plan_passes`): 10.4 s with 8 s passes from a shared queue, 9.9 s with 8 s passes
+    per worker, 9.8 s with 12 s passes per worker (three rounds, alternating). With two
+    threads, 60 s batches took about half the time of one clip per forward (bigger matrix
+    products, far fewer thread hand-offs). The transcripts are the same either way (the CTC
+    log-probabilities of a clip came out bit-identical in and out of a padded batch, and the
+    tests compare the transcripts).
     """
     import torch
 
@@ -587,6 +591,27 @@ def batches(lengths: Sequence[int], *, batch_seconds: float | None) -> list[list
         else:
             out.append([i])
     return out
+
+
+def plan_passes(lengths: Sequence[int], *, batch_seconds: float | None, workers: int) -> list[list[list[int]]]:
+    """The forward passes of each worker: one list of clip-index groups per worker.
+
+    One worker: :func:`batches`. Several: the clips are dealt longest first, each to the
+    worker with the least audio so far, so every worker gets a like share of the audio and of
+    clips of every length; each worker's clips are then grouped by :func:`batches`. A shared
+    queue of passes leaves one worker idle behind the last long pass of a recording more often
+    (measured in :func:`default_batch_seconds`). Workers left without a clip get no list.
+    """
+    if workers <= 1 or len(lengths) <= 1:
+        return [batches(lengths, batch_seconds=batch_seconds)] if len(lengths) else []
+    load = [0] * workers
+    own: list[list[int]] = [[] for _ in range(workers)]
+    for i in sorted(range(len(lengths)), key=lambda k: lengths[k], reverse=True):
+        w = min(range(workers), key=lambda k: load[k])
+        own[w].append(i)
+        load[w] += lengths[i]
+    return [[[idx[j] for j in group] for group in batches([lengths[i] for i in idx], batch_seconds=batch_seconds)]
+            for idx in own if idx]
 
 
 @contextlib.contextmanager
@@ -758,21 +783,51 @@ def transcribe_clips(
     with model.lock, reused_ctc_log_softmax(model.model), packed_linears(model.model):
         feats = [clip_features(model, a, seed=seed) for a in audio]  # input order: the noise too
         budget = default_batch_seconds(model.device) if batch_seconds is None else batch_seconds
-        groups = batches([a.size for a in audio], batch_seconds=budget)
+        plans = plan_passes([a.size for a in audio], batch_seconds=budget, workers=max(1, int(workers)))
 
         def forward(idx: list[int]) -> tuple[list[int], list[dict[str, Any]]]:
             return idx, _infer(model, [feats[i] for i in idx], language=language, itn=itn)
 
-        with contextlib.ExitStack() as stack:
-            if workers > 1 and len(groups) > 1:
-                pool = stack.enter_context(ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sensevoice"))
-                done = (f.result() for f in as_completed([pool.submit(forward, idx) for idx in groups]))
-            else:
-                done = map(forward, groups)
-            for idx, results in done:
-                for i, result in zip(idx, results):
-                    out[i] = transcript_from_result(result)
-                if progress is not None:
-                    done_s += sum(audio[i].size for i in idx) / SAMPLE_RATE
-                    progress(done_s, total_s)
+        def finished(idx: list[int], results: list[dict[str, Any]]) -> None:
+            nonlocal done_s
+            for i, result in zip(idx, results):
+                out[i] = transcript_from_result(result)
+            if progress is not None:
+                done_s += sum(audio[i].size for i in idx) / SAMPLE_RATE
+                progress(done_s, total_s)
+
+        if len(plans) <= 1:
+            for idx in (plans[0] if plans else []):
+                finished(*forward(idx))
+        else:
+            _run_workers(plans, forward, finished)
     return out  # type: ignore[return-value]
+
+
+def _run_workers(plans: list[list[list[int]]], forward: Callable, finished: Callable) -> None:
+    """Run each plan's passes in its own thread; ``finished`` is called in this thread, pass by
+    pass as they end. The first error stops the other workers after their current pass and is
+    raised here."""
+    done: queue.SimpleQueue = queue.SimpleQueue()
+    stop = threading.Event()
+
+    def work(groups: list[list[int]]) -> None:
+        try:
+            for idx in groups:
+                if stop.is_set():
+                    return
+                done.put(forward(idx))
+        except BaseException as exc:  # noqa: BLE001 (raised again in the calling thread)
+            done.put(exc)
+
+    with ThreadPoolExecutor(max_workers=len(plans), thread_name_prefix="sensevoice") as pool:
+        for groups in plans:
+            pool.submit(work, groups)
+        try:
+            for _ in range(sum(len(groups) for groups in plans)):
+                item = done.get()
+                if isinstance(item, BaseException):
+                    raise item
+                finished(*item)
+        finally:
+            stop.set()
