@@ -315,3 +315,35 @@ def test_raw_pass_on_a_sample_of_the_call(call, decision, monkeypatch) -> None:
     assert fallback.facts["raw_pass_s"] == pytest.approx(n / SR, abs=0.1)
     np.testing.assert_array_equal(fallback.probs, ev.probs)
     np.testing.assert_array_equal(fallback.heard_raw, ev.heard_raw)
+
+
+def test_pauses_the_detector_held_are_cut_only_on_loud_channels() -> None:
+    """A quarter second or more at the noise floor inside speech the detector holds at 0.99 is
+    cut on a channel whose speech is 20 dB over its floor, kept on one whose speech is 8 dB
+    over it (a quiet word there sits near the floor); a short dip (a stop) is never cut."""
+    from tasks.diarization.channels import PAUSE_CUT_MIN_SNR_DB, PAUSE_MIN_S, ChannelEvidence, decide_activity
+
+    step, frames = 0.016, 700
+    probs = np.full((2, frames), 0.01)
+    energy = np.ones((2, frames))  # the noise floor: 1.0
+    talk = [slice(50, 330), slice(360, 640)]  # the two channels take turns
+    for c, level_db in ((0, 20.0), (1, 8.0)):
+        probs[c, talk[c]] = 0.99
+        energy[c, talk[c]] = 10 ** (level_db / 10)
+    pauses = [slice(150, 175), slice(460, 485)]  # 0.40 s at the floor inside each channel's speech
+    dips = [slice(250, 260), slice(560, 570)]  # 0.16 s
+    for c in (0, 1):
+        energy[c, pauses[c]] = energy[c, dips[c]] = 1.0
+    assert 25 * step >= PAUSE_MIN_S > 10 * step
+    ev = ChannelEvidence(probs=probs, energy=energy, inside=np.ones(frames, bool),
+                         heard_raw=np.zeros((2, frames), bool), raw_seen=np.ones(frames, bool),
+                         frame_start=0.0, frame_step=step, duration=frames * step, filters={}, facts={})
+    act = decide_activity(ev)
+    sp = act.speech
+    assert not sp[0, pauses[0]].any() and sp[0, dips[0]].all()  # the loud channel: its pause is cut
+    assert sp[0, 50:150].all() and sp[0, 175:330].all() and not sp[0, 330:].any()
+    assert sp[1, talk[1]].all() and not sp[1, :360].any()  # the quiet channel: nothing cut
+    snr = act.facts["speech_snr_db"]
+    assert snr[0] == pytest.approx(20.0, abs=0.1) and snr[1] == pytest.approx(8.0, abs=0.1) and snr[1] < PAUSE_CUT_MIN_SNR_DB
+    assert act.facts["pauses_cut_s"] == [pytest.approx(0.4), 0.0]
+    assert act.facts["speech_s"] == [pytest.approx(280 * step - 0.4, abs=0.02), pytest.approx(280 * step, abs=0.02)]
