@@ -129,5 +129,6 @@ def main() -> None:
           f"(target <= 0.60), per second heard {secs['transcribe'] / max(heard['transcribe'], 1e-9):.3f} against "
           f"{secs['emotion'] / max(heard['emotion'], 1e-9):.3f} s/s")
 
+
 if __name__ == "__main__":
     main()

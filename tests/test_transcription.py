@@ -25,9 +25,9 @@ from tasks.transcription.sensevoice import (
     SenseVoiceFilesError,
     batches,
     default_batch_seconds,
-    plan_passes,
     load_sensevoice,
     parse_rich_text,
+    plan_passes,
     transcribe_clips,
     transcript_from_result,
 )

@@ -193,6 +193,12 @@ def speech_probability(
     return probs, float(frames.start + frames.duration / 2), float(frames.step)
 
 
+def runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """``[(start, end)]`` frame index runs where ``mask`` is true (end exclusive)."""
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], np.asarray(mask, dtype=np.int8), [0]))))
+    return list(zip(edges[0::2].tolist(), edges[1::2].tolist()))
+
+
 def hysteresis(probs: np.ndarray, *, onset: float, offset: float | None = None) -> np.ndarray:
     """Boolean activity of ``probs``: on above ``onset``, staying on while above ``offset``
     (``None``: ``offset = onset``, a plain threshold). Runs above ``offset`` that never reach
@@ -203,9 +209,8 @@ def hysteresis(probs: np.ndarray, *, onset: float, offset: float | None = None) 
         return on
     weak = probs > offset
     # a run of weak frames is active when any of its frames is on
-    edges = np.flatnonzero(np.diff(np.concatenate(([0], weak.view(np.int8), [0]))))
     out = np.zeros_like(on)
-    for a, b in zip(edges[0::2], edges[1::2]):
+    for a, b in runs(weak):
         if on[a:b].any():
             out[a:b] = True
     return out
@@ -231,11 +236,9 @@ def regions_from_probability(
     active = hysteresis(np.asarray(probs), onset=threshold, offset=offset_threshold)
     if not active.any():
         return []
-    edges = np.flatnonzero(np.diff(np.concatenate(([0], active.view(np.int8), [0]))))
-    starts, ends = edges[0::2], edges[1::2]
     half = frame_step / 2
     out: list[tuple[float, float]] = []
-    for s, e in zip(starts, ends):
+    for s, e in runs(active):
         t0 = max(0.0, frame_start + s * frame_step - half)
         t1 = frame_start + (e - 1) * frame_step + half
         if duration is not None:

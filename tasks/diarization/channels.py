@@ -36,7 +36,7 @@ from pyannote.core import Annotation, Segment
 
 from tasks.core.timebase import SAMPLE_RATE, compute_num_samples
 from tasks.core.config import DiarizationConfig
-from tasks.audio.vad import regions_from_probability, speech_probability
+from tasks.audio.vad import regions_from_probability, runs, speech_probability
 
 ChannelMode = Literal["auto", "mix", "split"]
 
@@ -509,8 +509,7 @@ def _cut_floor_pauses(speech: np.ndarray, energy: np.ndarray, floor: np.ndarray,
         if snr_db[c] < min_snr_db:
             continue
         low = speech[c] & (energy[c] < floor[c] * 10.0 ** (floor_db / 10.0))
-        edges = np.diff(np.concatenate(([0], low.astype(np.int8), [0])))
-        for a, b in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
+        for a, b in runs(low):
             if b - a >= least:
                 speech[c, a:b] = False
                 cut_s[c] += (b - a) * step

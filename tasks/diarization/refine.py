@@ -30,7 +30,7 @@ import numpy as np
 from pyannote.core import Annotation, Segment
 
 from tasks.core.timebase import SAMPLE_RATE, compute_num_samples
-from tasks.audio.vad import hysteresis
+from tasks.audio.vad import hysteresis, runs
 from tasks.speakers.campplus import embed_pieces
 from tasks.speakers.vectors import unit_centroids
 
@@ -50,12 +50,6 @@ def to_frames(annotation: Annotation, labels: list[str], n: int) -> np.ndarray:
         if b > a:
             out[a:b, labels.index(str(lab))] = True
     return out
-
-
-def runs(mask: np.ndarray) -> list[tuple[int, int]]:
-    """``[(start, end)]`` frame index runs where ``mask`` is true (end exclusive)."""
-    edges = np.flatnonzero(np.diff(np.concatenate(([0], np.asarray(mask, dtype=np.int8), [0]))))
-    return list(zip(edges[0::2].tolist(), edges[1::2].tolist()))
 
 
 def to_annotation(frames: np.ndarray, labels: list[str], *, uri: str | None, duration: float) -> Annotation:

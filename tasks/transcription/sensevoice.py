@@ -796,11 +796,12 @@ def transcribe_clips(
                 done_s += sum(audio[i].size for i in idx) / SAMPLE_RATE
                 progress(done_s, total_s)
 
-        if len(plans) <= 1:
-            for idx in (plans[0] if plans else []):
-                finished(*forward(idx))
-        else:
+        if len(plans) > 1:
             _run_workers(plans, forward, finished)
+        else:
+            for groups in plans:  # one plan or none
+                for idx in groups:
+                    finished(*forward(idx))
     return out  # type: ignore[return-value]
 
 
